@@ -1,0 +1,28 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod aggregate;
+mod codec;
+mod envelope;
+mod error;
+mod position;
+mod repository;
+mod snapshot;
+mod store;
+mod upcast;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use aggregate::{Aggregate, DomainEvent};
+pub use codec::{decode_event, encode_event, event_type_of, Encoding};
+pub use envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
+pub use error::{BoxError, Error, Result};
+pub use position::Position;
+pub use repository::{ExecuteError, Executed, Loaded, Repository, RepositoryOptions};
+pub use snapshot::{Snapshot, SnapshotStore};
+pub use store::{
+    AppendResult, Direction, EventStore, ExpectedVersion, ReadAll, ReadStream, StreamAppend,
+    StreamVersion,
+};
+pub use upcast::Upcasters;

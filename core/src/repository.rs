@@ -1,0 +1,432 @@
+use std::{marker::PhantomData, sync::Arc};
+
+use serde::{de::DeserializeOwned, Serialize};
+use tracing::{debug, field, warn, Instrument};
+
+use crate::{
+    decode_event, encode_event, Aggregate, Encoding, Envelope, Error, EventStore, ExpectedVersion,
+    Metadata, Position, ReadStream, RecordedEvent, Result, Snapshot, SnapshotStore, Upcasters,
+};
+
+/// How a [`Repository`] snapshots, retries and encodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RepositoryOptions {
+    /// Write a snapshot each time a stream's version crosses a multiple of this (`None`:
+    /// never). Default: every 100 events.
+    pub snapshot_every: Option<u64>,
+    /// How many times a command is re-run on a fresh load after an optimistic-concurrency
+    /// conflict before the conflict is returned. Default: 5.
+    pub max_conflict_retries: u32,
+    /// Encoding of new events. Default: JSON.
+    pub event_encoding: Encoding,
+    /// Encoding of snapshots. Default: postcard.
+    pub snapshot_encoding: Encoding,
+}
+
+impl Default for RepositoryOptions {
+    fn default() -> Self {
+        Self {
+            snapshot_every: Some(100),
+            max_conflict_retries: 5,
+            event_encoding: Encoding::Json,
+            snapshot_encoding: Encoding::Postcard,
+        }
+    }
+}
+
+impl RepositoryOptions {
+    /// Snapshot every `n` events (`None` or `Some(0)`: never).
+    #[must_use]
+    pub fn snapshot_every(mut self, n: Option<u64>) -> Self {
+        self.snapshot_every = n.filter(|n| *n > 0);
+        self
+    }
+
+    /// Retry a command this many times on conflict.
+    #[must_use]
+    pub fn max_conflict_retries(mut self, retries: u32) -> Self {
+        self.max_conflict_retries = retries;
+        self
+    }
+
+    /// Encode new events with `encoding`.
+    #[must_use]
+    pub fn event_encoding(mut self, encoding: Encoding) -> Self {
+        self.event_encoding = encoding;
+        self
+    }
+}
+
+/// An aggregate's state as loaded from its stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loaded<A> {
+    /// The folded state.
+    pub state: A,
+    /// The stream version the state reflects (0: no stream yet).
+    pub version: u64,
+    /// The version of the snapshot the load started from, if one was used.
+    pub from_snapshot: Option<u64>,
+}
+
+/// What a successful command did.
+#[derive(Debug)]
+pub struct Executed<A: Aggregate> {
+    /// State after the new events.
+    pub state: A,
+    /// Stream version after the append.
+    pub version: u64,
+    /// The events the command produced (empty when it decided nothing happens).
+    pub events: Vec<A::Event>,
+    /// Global position of the last new event (`None` when nothing was appended).
+    pub position: Option<Position>,
+    /// How many conflicts were retried.
+    pub retries: u32,
+}
+
+/// Why a command did not succeed: the aggregate said no, or the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecuteError<E> {
+    /// The aggregate rejected the command (its own domain error).
+    #[error("command rejected: {0}")]
+    Rejected(#[source] E),
+    /// Loading or appending failed, including a conflict that outlived the retries.
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+impl<E> ExecuteError<E> {
+    /// The domain error, if the aggregate rejected the command.
+    pub fn rejection(&self) -> Option<&E> {
+        match self {
+            ExecuteError::Rejected(e) => Some(e),
+            ExecuteError::Store(_) => None,
+        }
+    }
+}
+
+/// Loads aggregates from a store and executes commands against them.
+///
+/// A command runs as: load (latest snapshot plus the events after it), `handle`, append with
+/// the loaded version as the expected version; on a conflict it reloads and retries up to
+/// [`RepositoryOptions::max_conflict_retries`] times, and it snapshots per
+/// [`RepositoryOptions::snapshot_every`]. Streams are named `"{Aggregate::TYPE}-{id}"`.
+///
+/// # Example
+///
+/// ```
+/// # use annals_core::{Aggregate, DomainEvent, Repository};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: u64 }
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// # enum CounterEvent { #[serde(rename = "incremented")] Incremented { by: u64 } }
+/// # impl DomainEvent for CounterEvent {}
+/// # impl Aggregate for Counter {
+/// #     const TYPE: &'static str = "counter";
+/// #     type Command = u64; type Event = CounterEvent; type Error = std::convert::Infallible;
+/// #     fn handle(&self, by: u64) -> Result<Vec<CounterEvent>, Self::Error> { Ok(vec![CounterEvent::Incremented { by }]) }
+/// #     fn apply(&mut self, CounterEvent::Incremented { by }: &CounterEvent) { self.value += by }
+/// # }
+/// async fn bump<S>(store: S) -> Result<u64, Box<dyn std::error::Error>>
+/// where
+///     S: annals_core::EventStore + annals_core::SnapshotStore,
+/// {
+///     let counters = Repository::<Counter, _>::new(store);
+///     counters.execute("c-1", 2).await?;
+///     let done = counters.execute("c-1", 3).await?;
+///     assert_eq!(done.version, 2);
+///     Ok(done.state.value)
+/// }
+/// # fn main() {}
+/// ```
+#[derive(Debug)]
+pub struct Repository<A, S> {
+    store: S,
+    options: RepositoryOptions,
+    upcasters: Arc<Upcasters>,
+    aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A, S: Clone> Clone for Repository<A, S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            options: self.options.clone(),
+            upcasters: Arc::clone(&self.upcasters),
+            aggregate: PhantomData,
+        }
+    }
+}
+
+impl<A, S> Repository<A, S>
+where
+    A: Aggregate + Serialize + DeserializeOwned,
+    S: EventStore + SnapshotStore,
+{
+    /// A repository with default options over `store`.
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            options: RepositoryOptions::default(),
+            upcasters: Arc::new(Upcasters::new()),
+            aggregate: PhantomData,
+        }
+    }
+
+    /// Replaces the options.
+    #[must_use]
+    pub fn with_options(mut self, options: RepositoryOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Uses these upcasters when decoding events.
+    #[must_use]
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = Arc::new(upcasters);
+        self
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The stream id of aggregate `id`: `"{TYPE}-{id}"`.
+    pub fn stream_id(id: &str) -> String {
+        format!("{}-{id}", A::TYPE)
+    }
+
+    /// Loads aggregate `id` (its default state, version 0, if it has no events).
+    ///
+    /// # Errors
+    ///
+    /// Store errors, and [`Error::UnknownEventType`] / [`Error::Decode`] /
+    /// [`Error::Upcast`] for events this code cannot read.
+    pub async fn load(&self, id: &str) -> Result<Loaded<A>> {
+        let stream_id = Self::stream_id(id);
+        self.load_stream(&stream_id)
+            .instrument(tracing::info_span!("annals.load", aggregate = A::TYPE, stream = %stream_id, version = field::Empty))
+            .await
+    }
+
+    /// Every event of aggregate `id`, decoded, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Repository::load).
+    pub async fn events(&self, id: &str) -> Result<Vec<Envelope<A::Event>>> {
+        let events = self
+            .store
+            .read_stream(&Self::stream_id(id), ReadStream::all())
+            .await?;
+        events
+            .iter()
+            .map(|e| decode_event(e, &self.upcasters))
+            .collect()
+    }
+
+    /// Runs `command` against aggregate `id` and appends what it decides.
+    ///
+    /// # Errors
+    ///
+    /// [`ExecuteError::Rejected`] with the aggregate's error, or [`ExecuteError::Store`]
+    /// (a conflict that outlived the retries has [`Error::is_conflict`]).
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        self.execute_with_metadata(id, command, Metadata::default())
+            .await
+    }
+
+    /// Like [`execute`](Repository::execute), stamping `metadata` on every new event.
+    ///
+    /// # Errors
+    ///
+    /// As [`execute`](Repository::execute).
+    pub async fn execute_with_metadata(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: Metadata,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let stream_id = Self::stream_id(id);
+        let span = tracing::info_span!(
+            "annals.execute",
+            aggregate = A::TYPE,
+            stream = %stream_id,
+            version = field::Empty,
+            retries = field::Empty,
+        );
+        self.run(&stream_id, command, metadata)
+            .instrument(span)
+            .await
+    }
+
+    async fn run(
+        &self,
+        stream_id: &str,
+        command: A::Command,
+        metadata: Metadata,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let mut retries = 0;
+        loop {
+            let Loaded {
+                mut state, version, ..
+            } = self.load_stream(stream_id).await?;
+            let decided = {
+                let _handle = tracing::debug_span!("annals.handle", version).entered();
+                state.handle(command.clone())
+            };
+            let events = decided.map_err(ExecuteError::Rejected)?;
+            if events.is_empty() {
+                return Ok(Executed {
+                    state,
+                    version,
+                    events,
+                    position: None,
+                    retries,
+                });
+            }
+            let new_events = events
+                .iter()
+                .map(|e| {
+                    encode_event(e, self.options.event_encoding)
+                        .map(|n| n.with_metadata(metadata.clone()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let appended = self
+                .store
+                .append_to_stream(stream_id, ExpectedVersion::Exact(version), new_events)
+                .await;
+            match appended {
+                Ok(appended) => {
+                    for event in &events {
+                        state.apply(event);
+                    }
+                    let new_version = appended.version();
+                    let span = tracing::Span::current();
+                    span.record("version", new_version);
+                    span.record("retries", retries);
+                    self.maybe_snapshot(stream_id, &state, version, new_version)
+                        .await;
+                    return Ok(Executed {
+                        state,
+                        version: new_version,
+                        events,
+                        position: Some(appended.position),
+                        retries,
+                    });
+                }
+                Err(e) if e.is_conflict() && retries < self.options.max_conflict_retries => {
+                    retries += 1;
+                    debug!(retries, error = %e, "conflict, reloading and retrying");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn load_stream(&self, stream_id: &str) -> Result<Loaded<A>> {
+        let (snapshot, events) = self
+            .store
+            .load_stream(stream_id, A::TYPE, A::SNAPSHOT_VERSION)
+            .await?;
+        let (state, version, from_snapshot) = match snapshot {
+            Some(s) => match s.encoding.decode::<A>(&s.payload) {
+                Ok(state) => (state, s.stream_version, Some(s.stream_version)),
+                Err(error) => {
+                    warn!(%error, stream = stream_id, "undecodable snapshot, replaying from events");
+                    return self.replay(stream_id).await;
+                }
+            },
+            None => (A::default(), 0, None),
+        };
+        if events
+            .first()
+            .is_some_and(|e| e.stream_version != version + 1)
+        {
+            warn!(
+                stream = stream_id,
+                "snapshot does not line up with the stream, replaying"
+            );
+            return self.replay(stream_id).await;
+        }
+        let loaded = self.fold(state, version, from_snapshot, &events)?;
+        tracing::Span::current().record("version", loaded.version);
+        Ok(loaded)
+    }
+
+    async fn replay(&self, stream_id: &str) -> Result<Loaded<A>> {
+        let events = self.store.read_stream(stream_id, ReadStream::all()).await?;
+        self.fold(A::default(), 0, None, &events)
+    }
+
+    fn fold(
+        &self,
+        mut state: A,
+        mut version: u64,
+        from_snapshot: Option<u64>,
+        events: &[RecordedEvent],
+    ) -> Result<Loaded<A>> {
+        for raw in events {
+            let envelope = decode_event::<A::Event>(raw, &self.upcasters)?;
+            state.apply(&envelope.payload);
+            version = raw.stream_version;
+        }
+        Ok(Loaded {
+            state,
+            version,
+            from_snapshot,
+        })
+    }
+
+    async fn maybe_snapshot(&self, stream_id: &str, state: &A, before: u64, after: u64) {
+        let Some(every) = self.options.snapshot_every else {
+            return;
+        };
+        if every == 0 || before / every == after / every {
+            return;
+        }
+        let payload = match self.options.snapshot_encoding.encode(state) {
+            Ok(payload) => payload,
+            Err(error) => {
+                warn!(%error, stream = stream_id, "cannot encode snapshot, skipping");
+                return;
+            }
+        };
+        let snapshot = Snapshot {
+            stream_id: stream_id.to_owned(),
+            aggregate_type: A::TYPE.to_owned(),
+            schema_version: A::SNAPSHOT_VERSION,
+            stream_version: after,
+            encoding: self.options.snapshot_encoding,
+            payload,
+            taken_at: chrono::Utc::now(),
+        };
+        let saved = self
+            .store
+            .save_snapshot(snapshot)
+            .instrument(tracing::debug_span!(
+                "annals.snapshot",
+                stream = stream_id,
+                version = after
+            ))
+            .await;
+        if let Err(error) = saved {
+            warn!(%error, stream = stream_id, "snapshot not saved (it is only a cache)");
+        }
+    }
+}

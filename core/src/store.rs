@@ -1,0 +1,267 @@
+use std::{fmt, future::Future, time::Duration};
+
+use crate::{NewEvent, Position, RecordedEvent, Result};
+
+/// What the caller believes about a stream's version when appending.
+///
+/// Versions are 1-based: a stream with three events is at version 3, and a stream with no
+/// events does not exist (version 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExpectedVersion {
+    /// Append whatever the version is.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream must have at least one event.
+    StreamExists,
+    /// The stream must be exactly at this version (`Exact(0)` is the same as `NoStream`).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream at `actual` satisfies this expectation.
+    pub fn matches(self, actual: u64) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual == 0,
+            ExpectedVersion::StreamExists => actual > 0,
+            ExpectedVersion::Exact(expected) => actual == expected,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::StreamExists => f.write_str("an existing stream"),
+            ExpectedVersion::Exact(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// Events to append to one stream, with the version the caller expects it at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamAppend {
+    /// Target stream.
+    pub stream_id: String,
+    /// Optimistic-concurrency check.
+    pub expected: ExpectedVersion,
+    /// Events, in order. May be empty: the append then only checks `expected`.
+    pub events: Vec<NewEvent>,
+}
+
+impl StreamAppend {
+    /// Builds one stream's part of an append.
+    pub fn new(
+        stream_id: impl Into<String>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Self {
+        Self {
+            stream_id: stream_id.into(),
+            expected,
+            events,
+        }
+    }
+}
+
+/// A stream's version after an append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamVersion {
+    /// The stream.
+    pub stream_id: String,
+    /// Its version after the append.
+    pub version: u64,
+}
+
+/// What a successful append did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Position of the last event appended (unchanged head when nothing was appended).
+    pub position: Position,
+    /// Each stream's new version, in the order given.
+    pub streams: Vec<StreamVersion>,
+}
+
+impl AppendResult {
+    /// The new version of the first stream (the only one for a single-stream append).
+    pub fn version(&self) -> u64 {
+        self.streams.first().map_or(0, |s| s.version)
+    }
+}
+
+/// Which way to read a stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Direction {
+    /// Oldest first.
+    #[default]
+    Forward,
+    /// Newest first.
+    Backward,
+}
+
+/// How to read one stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadStream {
+    /// First version to return (inclusive; `u64::MAX` reading backward means the end).
+    pub from: u64,
+    /// Reading order.
+    pub direction: Direction,
+    /// Most events to return.
+    pub limit: Option<usize>,
+}
+
+impl ReadStream {
+    /// Every event, oldest first.
+    pub const fn all() -> Self {
+        Self::forward_from(1)
+    }
+
+    /// Oldest first, starting at `version`.
+    pub const fn forward_from(version: u64) -> Self {
+        Self {
+            from: version,
+            direction: Direction::Forward,
+            limit: None,
+        }
+    }
+
+    /// Newest first, starting at `version` (`u64::MAX` for the end).
+    pub const fn backward_from(version: u64) -> Self {
+        Self {
+            from: version,
+            direction: Direction::Backward,
+            limit: None,
+        }
+    }
+
+    /// At most `limit` events.
+    #[must_use]
+    pub const fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+}
+
+/// How to read the global log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadAll {
+    /// Return events strictly after this position.
+    pub after: Position,
+    /// Most events to return.
+    pub limit: usize,
+    /// Only these event types (filtered by the store, not after decoding); `None`: all.
+    pub event_types: Option<Vec<String>>,
+}
+
+impl ReadAll {
+    /// Up to 1,000 events after `position`, any type.
+    pub fn after(position: Position) -> Self {
+        Self {
+            after: position,
+            limit: 1_000,
+            event_types: None,
+        }
+    }
+
+    /// At most `limit` events.
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Only events of these types.
+    #[must_use]
+    pub fn event_types<I, T>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.event_types = Some(types.into_iter().map(Into::into).collect());
+        self
+    }
+}
+
+/// An append-only event log of streams with optimistic concurrency and a global order.
+///
+/// The contract every backend keeps (checked by `testkit::conformance`):
+/// - an append is atomic across all its streams, and refused whole with
+///   [`Error::Conflict`](crate::Error::Conflict) when any expectation fails;
+/// - stream versions are 1-based and gapless;
+/// - [`read_all`](EventStore::read_all) returns events in [`Position`] order, and a reader
+///   that keeps reading after the last position it saw never skips an event that commits
+///   later, and never sees one that does not commit.
+pub trait EventStore: Send + Sync {
+    /// Appends to one or several streams atomically.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`](crate::Error::Conflict) on a version mismatch (nothing written),
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a malformed request,
+    /// [`Error::Backend`](crate::Error::Backend) when the store fails.
+    fn append(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> impl Future<Output = Result<AppendResult>> + Send;
+
+    /// Reads one stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`](crate::Error::Backend) when the store fails.
+    fn read_stream(
+        &self,
+        stream_id: &str,
+        read: ReadStream,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>>> + Send;
+
+    /// Reads the global log after a position, in position order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`](crate::Error::Backend) when the store fails.
+    fn read_all(&self, read: ReadAll) -> impl Future<Output = Result<Vec<RecordedEvent>>> + Send;
+
+    /// Position of the last event a reader can see now ([`Position::START`] when empty).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`](crate::Error::Backend) when the store fails.
+    fn head(&self) -> impl Future<Output = Result<Position>> + Send;
+
+    /// The stream's current version (0 when it does not exist).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`](crate::Error::Backend) when the store fails.
+    fn stream_version(&self, stream_id: &str) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Waits until the head moves past `after` or `timeout` passes; returns whether there
+    /// are events after `after`. A wake-up is a hint: callers read to find out what is new.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`](crate::Error::Backend) when the store fails.
+    fn wait_for_events(
+        &self,
+        after: Position,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Appends to one stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](EventStore::append).
+    fn append_to_stream(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<AppendResult>> + Send {
+        self.append(vec![StreamAppend::new(stream_id, expected, events)])
+    }
+}
