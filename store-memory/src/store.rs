@@ -1,0 +1,248 @@
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use annals_core::{
+    AppendResult, Direction, Error, EventStore, Position, ReadAll, ReadStream, RecordedEvent,
+    Result, Snapshot, SnapshotStore, StreamAppend, StreamVersion,
+};
+use tokio::sync::watch;
+
+/// The in-memory store. Cheap to clone: clones share the same data.
+///
+/// Appends take one lock for the whole batch, so an append is atomic and the global log
+/// grows in commit order: a reader following [`EventStore::read_all`] can never skip an
+/// event. Positions are `(commit number, sequence)`.
+#[derive(Clone, Debug)]
+pub struct MemoryEventStore {
+    inner: Arc<Mutex<Inner>>,
+    head: Arc<watch::Sender<Position>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The global log, in position order.
+    log: Vec<RecordedEvent>,
+    /// Indexes into `log` of each stream's events, in version order.
+    streams: HashMap<String, Vec<usize>>,
+    /// Keyed by (stream, aggregate type, schema version).
+    snapshots: HashMap<(String, String, u32), Snapshot>,
+    commits: u64,
+}
+
+impl Default for MemoryEventStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryEventStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::default(),
+            head: Arc::new(watch::channel(Position::START).0),
+        }
+    }
+
+    /// How many events the store holds.
+    pub fn len(&self) -> usize {
+        self.lock().log.len()
+    }
+
+    /// True when the store holds no events.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied append (appends are
+        // checked before they mutate), so a poisoned lock still guards consistent data.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Inner {
+    fn version(&self, stream_id: &str) -> u64 {
+        self.streams.get(stream_id).map_or(0, |s| s.len() as u64)
+    }
+
+    fn check(&self, appends: &[StreamAppend]) -> Result<()> {
+        let mut seen = HashSet::new();
+        for append in appends {
+            if !seen.insert(append.stream_id.as_str()) {
+                return Err(Error::InvalidInput(format!(
+                    "stream `{}` appears twice in one append",
+                    append.stream_id
+                )));
+            }
+            if append.stream_id.is_empty() {
+                return Err(Error::InvalidInput("empty stream id".to_owned()));
+            }
+            for event in &append.events {
+                event.encoding.validate(&event.payload)?;
+                if event.event_type.is_empty() {
+                    return Err(Error::InvalidInput("empty event type".to_owned()));
+                }
+            }
+        }
+        for append in appends {
+            let actual = self.version(&append.stream_id);
+            if !append.expected.matches(actual) {
+                return Err(Error::Conflict {
+                    stream_id: append.stream_id.clone(),
+                    expected: append.expected,
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn head(&self) -> Position {
+        self.log.last().map_or(Position::START, |e| e.position)
+    }
+}
+
+impl EventStore for MemoryEventStore {
+    #[tracing::instrument(name = "annals.append", skip_all, fields(store = "memory", streams = appends.len()))]
+    async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendResult> {
+        let mut inner = self.lock();
+        inner.check(&appends)?;
+        let recorded_at = chrono::Utc::now();
+        let commit = inner.commits + 1;
+        let mut streams = Vec::with_capacity(appends.len());
+        let mut appended = false;
+        for append in appends {
+            let mut version = inner.version(&append.stream_id);
+            for event in append.events {
+                version += 1;
+                let index = inner.log.len();
+                let position = Position::new(commit, index as u64 + 1);
+                inner.log.push(RecordedEvent {
+                    event_id: event.event_id,
+                    stream_id: append.stream_id.clone(),
+                    stream_version: version,
+                    position,
+                    event_type: event.event_type,
+                    schema_version: event.schema_version,
+                    recorded_at,
+                    metadata: event.metadata,
+                    encoding: event.encoding,
+                    payload: event.payload,
+                });
+                inner
+                    .streams
+                    .entry(append.stream_id.clone())
+                    .or_default()
+                    .push(index);
+                appended = true;
+            }
+            streams.push(StreamVersion {
+                stream_id: append.stream_id,
+                version,
+            });
+        }
+        if appended {
+            inner.commits = commit;
+        }
+        let position = inner.head();
+        drop(inner);
+        if appended {
+            self.head.send_replace(position);
+        }
+        Ok(AppendResult { position, streams })
+    }
+
+    async fn read_stream(&self, stream_id: &str, read: ReadStream) -> Result<Vec<RecordedEvent>> {
+        let inner = self.lock();
+        let Some(indexes) = inner.streams.get(stream_id) else {
+            return Ok(Vec::new());
+        };
+        let limit = read.limit.unwrap_or(usize::MAX);
+        let from = usize::try_from(read.from.max(1) - 1).unwrap_or(usize::MAX);
+        let events: Vec<RecordedEvent> = match read.direction {
+            Direction::Forward => indexes
+                .iter()
+                .skip(from)
+                .take(limit)
+                .map(|&i| inner.log[i].clone())
+                .collect(),
+            Direction::Backward => indexes
+                .iter()
+                .take(from.saturating_add(1))
+                .rev()
+                .take(limit)
+                .map(|&i| inner.log[i].clone())
+                .collect(),
+        };
+        Ok(events)
+    }
+
+    async fn read_all(&self, read: ReadAll) -> Result<Vec<RecordedEvent>> {
+        let inner = self.lock();
+        let start = inner.log.partition_point(|e| e.position <= read.after);
+        let wanted = |e: &&RecordedEvent| {
+            read.event_types
+                .as_ref()
+                .is_none_or(|types| types.contains(&e.event_type))
+        };
+        Ok(inner.log[start..]
+            .iter()
+            .filter(wanted)
+            .take(read.limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn head(&self) -> Result<Position> {
+        Ok(self.lock().head())
+    }
+
+    async fn stream_version(&self, stream_id: &str) -> Result<u64> {
+        Ok(self.lock().version(stream_id))
+    }
+
+    async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<bool> {
+        let mut head = self.head.subscribe();
+        let moved = tokio::time::timeout(timeout, head.wait_for(|head| *head > after)).await;
+        // The sender lives as long as `self`, so `wait_for` cannot see it closed.
+        Ok(matches!(moved, Ok(Ok(_))))
+    }
+}
+
+impl SnapshotStore for MemoryEventStore {
+    async fn load_snapshot(
+        &self,
+        stream_id: &str,
+        aggregate_type: &str,
+        schema_version: u32,
+    ) -> Result<Option<Snapshot>> {
+        let key = (
+            stream_id.to_owned(),
+            aggregate_type.to_owned(),
+            schema_version,
+        );
+        Ok(self.lock().snapshots.get(&key).cloned())
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<bool> {
+        let key = (
+            snapshot.stream_id.clone(),
+            snapshot.aggregate_type.clone(),
+            snapshot.schema_version,
+        );
+        let mut inner = self.lock();
+        match inner.snapshots.get(&key) {
+            Some(existing) if existing.stream_version >= snapshot.stream_version => Ok(false),
+            _ => {
+                inner.snapshots.insert(key, snapshot);
+                Ok(true)
+            }
+        }
+    }
+}
