@@ -1,0 +1,9 @@
+//! The annals bank example: a `BankAccount` aggregate, and a scenario that runs it.
+//!
+//! Run with: `cargo run -p bank` (in-memory store).
+
+mod account;
+mod scenario;
+
+pub use account::{AccountCommand, AccountEvent, AccountStatus, BankAccount, BankError, Cents};
+pub use scenario::run_scenario;
