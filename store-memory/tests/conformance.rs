@@ -10,5 +10,7 @@ async fn memory_store_passes_the_conformance_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_survives_a_larger_torture_run() {
-    conformance::concurrent_appends_with_tailing_reader(MemoryEventStore::new(), 16, 150).await;
+    let report =
+        conformance::concurrent_appends_with_tailing_reader(MemoryEventStore::new(), 16, 150).await;
+    assert!(report.events >= 2_000 && report.conflicts > 0, "{report:?}");
 }

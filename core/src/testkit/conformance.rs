@@ -17,8 +17,8 @@ use std::{
 use uuid::Uuid;
 
 use crate::{
-    AppendResult, Encoding, Error, EventStore, ExpectedVersion, Metadata, NewEvent, ReadAll,
-    ReadStream, RecordedEvent, Snapshot, SnapshotStore, StreamAppend,
+    AppendResult, Encoding, Error, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
+    ReadAll, ReadStream, RecordedEvent, Snapshot, SnapshotStore, StreamAppend,
 };
 
 /// Runs every check, each against a fresh store from `fresh_store`.
@@ -77,6 +77,24 @@ fn expect_conflict(result: crate::Result<AppendResult>, stream: &str, actual: u6
             assert_eq!(got, actual, "conflict reports the wrong actual version");
         }
         other => panic!("expected a conflict on `{stream}` at version {actual}, got {other:?}"),
+    }
+}
+
+/// Waits until the head reaches `position`. A store may show an event to tailing readers a
+/// moment after its append returned (Postgres waits for older transactions to finish), so
+/// checks of the global log first let the log settle.
+async fn settled<S: EventStore>(store: &S, position: Position) -> Position {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let head = store.head().await.expect("head");
+        if head >= position {
+            return head;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "head stuck at {head}: the append at {position} never became visible"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -230,11 +248,11 @@ pub async fn concurrent_writers_one_wins<S: EventStore + Clone + 'static>(store:
 /// A multi-stream append is all or nothing.
 pub async fn multi_stream_all_or_nothing<S: EventStore>(store: S) {
     let (a, b, c) = (unique("multi-a"), unique("multi-b"), unique("multi-c"));
-    store
+    let seeded = store
         .append_to_stream(&b, ExpectedVersion::NoStream, events("e", 1))
         .await
         .expect("seed b");
-    let head_before = store.head().await.expect("head");
+    let head_before = settled(&store, seeded.position).await;
 
     let refused = store
         .append(vec![
@@ -275,6 +293,7 @@ pub async fn multi_stream_all_or_nothing<S: EventStore>(store: S) {
         .map(|s| (s.stream_id.clone(), s.version))
         .collect();
     assert_eq!(versions, [(a.clone(), 2), (b.clone(), 2), (c.clone(), 3)]);
+    settled(&store, done.position).await;
     let all = store
         .read_all(ReadAll::after(head_before))
         .await
@@ -361,7 +380,12 @@ pub async fn stream_reads<S: EventStore>(store: S) {
         .into_iter()
         .map(|e| e.payload)
         .collect();
-    assert_eq!(payloads[9], br#"{"n":10}"#, "payload changed in storage");
+    let last: serde_json::Value = serde_json::from_slice(&payloads[9]).expect("stored JSON");
+    assert_eq!(
+        last,
+        serde_json::json!({"n": 10}),
+        "payload changed in storage"
+    );
 }
 
 /// The global log: ascending positions, `after` is exclusive, limits and type filters.
@@ -369,15 +393,18 @@ pub async fn global_order_and_filters<S: EventStore>(store: S) {
     let start = store.head().await.expect("head");
     let (a, b) = (unique("g-a"), unique("g-b"));
     let mut expected = Vec::new();
+    let mut last = start;
     for i in 0..5u64 {
         let stream = if i % 2 == 0 { &a } else { &b };
         let batch = vec![event("opened", i), event("noted", i)];
         expected.extend(batch.iter().map(|e| e.event_id));
-        store
+        let r = store
             .append_to_stream(stream, ExpectedVersion::Any, batch)
             .await
             .expect("append");
+        last = r.position;
     }
+    settled(&store, last).await;
     let all = store
         .read_all(ReadAll::after(start))
         .await
@@ -437,7 +464,7 @@ pub async fn head_position<S: EventStore>(store: S) {
         .append_to_stream(&unique("head"), ExpectedVersion::Any, events("e", 3))
         .await;
     let r = r.expect("append");
-    let head = store.head().await.expect("head");
+    let head = settled(&store, r.position).await;
     assert!(head > before, "head did not move");
     assert_eq!(head, r.position, "head is not the last appended position");
     let last = store
@@ -656,6 +683,15 @@ pub async fn snapshots<S: EventStore + SnapshotStore>(store: S) {
     assert_eq!(tail.len(), 10, "without a snapshot the whole stream loads");
 }
 
+/// What a [`concurrent_appends_with_tailing_reader`] run did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TortureReport {
+    /// Acknowledged events, each seen exactly once by the tailing reader.
+    pub events: usize,
+    /// Appends refused with a conflict and retried.
+    pub conflicts: u64,
+}
+
 /// Many writers append to overlapping streams (with real conflicts and retries) while a
 /// reader tails the global log. The reader must see every acknowledged event exactly once,
 /// in position order and per-stream version order, and never an event whose append failed.
@@ -667,7 +703,7 @@ pub async fn concurrent_appends_with_tailing_reader<S: EventStore + Clone + 'sta
     store: S,
     writers: usize,
     appends_per_writer: usize,
-) {
+) -> TortureReport {
     let run = unique("torture");
     let streams: Vec<String> = (0..writers.max(2) * 3 / 4)
         .map(|i| format!("{run}-{i}"))
@@ -795,4 +831,8 @@ pub async fn concurrent_appends_with_tailing_reader<S: EventStore + Clone + 'sta
         "the writers never conflicted; the test did not test concurrency"
     );
     tracing::info!(events = seen.len(), conflicts, "torture run complete");
+    TortureReport {
+        events: seen.len(),
+        conflicts,
+    }
 }

@@ -1,0 +1,56 @@
+use annals_core::{Error, StreamAppend};
+use sqlx::postgres::PgDatabaseError;
+
+/// The database could not be reached. Names the host, port and database, never the
+/// password.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to PostgreSQL at {target}: {source}")]
+pub struct ConnectError {
+    /// `host:port/database` from the connection URL.
+    pub target: String,
+    #[source]
+    source: sqlx::Error,
+}
+
+impl ConnectError {
+    pub(crate) fn new(target: String, source: sqlx::Error) -> Self {
+        Self { target, source }
+    }
+}
+
+/// Maps a sqlx error from any statement to annals' error.
+pub(crate) fn from_sqlx(error: sqlx::Error) -> Error {
+    if let Some(db) = error.as_database_error() {
+        match db.code().as_deref() {
+            // invalid JSON text, untranslatable character (\u0000 in jsonb), bad UTF-8
+            Some("22P02" | "22P05" | "22021" | "AN400") => {
+                return Error::InvalidInput(db.message().to_owned())
+            }
+            Some("23505") if db.constraint() == Some("events_event_id_key") => {
+                return Error::InvalidInput(
+                    "an event with this event_id is already stored".to_owned(),
+                )
+            }
+            _ => {}
+        }
+    }
+    Error::backend(error)
+}
+
+/// Maps an append's error: a version mismatch becomes [`Error::Conflict`].
+pub(crate) fn from_append(error: sqlx::Error, appends: &[StreamAppend]) -> Error {
+    let conflict = error
+        .as_database_error()
+        .and_then(|db| db.try_downcast_ref::<PgDatabaseError>())
+        .filter(|db| db.code() == "AN409")
+        .and_then(|db| {
+            let (index, actual) = db.detail()?.split_once(':')?;
+            let append = appends.get(index.parse::<usize>().ok()?.checked_sub(1)?)?;
+            Some(Error::Conflict {
+                stream_id: append.stream_id.clone(),
+                expected: append.expected,
+                actual: actual.parse().ok()?,
+            })
+        });
+    conflict.unwrap_or_else(|| from_sqlx(error))
+}

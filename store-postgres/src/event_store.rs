@@ -1,0 +1,51 @@
+use std::time::{Duration, Instant};
+
+use annals_core::{
+    AppendResult, EventStore, Position, ReadAll, ReadStream, RecordedEvent, Result, StreamAppend,
+};
+
+use crate::{listen::nap, PgEventStore};
+
+impl EventStore for PgEventStore {
+    #[tracing::instrument(
+        name = "annals.append",
+        skip_all,
+        fields(store = "postgres", streams = appends.len(), events = appends.iter().map(|a| a.events.len()).sum::<usize>())
+    )]
+    async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendResult> {
+        self.append_batch(appends).await
+    }
+
+    async fn read_stream(&self, stream_id: &str, read: ReadStream) -> Result<Vec<RecordedEvent>> {
+        self.read_stream_rows(stream_id, read).await
+    }
+
+    #[tracing::instrument(name = "annals.read_all", skip_all, fields(store = "postgres", after = %read.after, limit = read.limit))]
+    async fn read_all(&self, read: ReadAll) -> Result<Vec<RecordedEvent>> {
+        self.read_all_rows(read).await
+    }
+
+    async fn head(&self) -> Result<Position> {
+        self.head_position().await
+    }
+
+    async fn stream_version(&self, stream_id: &str) -> Result<u64> {
+        self.version_of(stream_id).await
+    }
+
+    async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        // Subscribe before the first check, so a notification in between is not missed.
+        let mut wakeups = self.inner.wakeups.subscribe();
+        loop {
+            if self.head_position().await? > after {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            nap(&mut wakeups, left.min(self.inner.options.poll_interval)).await;
+        }
+    }
+}

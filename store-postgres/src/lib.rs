@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+
+mod append;
+mod error;
+mod event_store;
+mod listen;
+mod read;
+mod snapshot;
+mod sql;
+mod store;
+
+pub use error::ConnectError;
+pub use store::{PgEventStore, PgStoreOptions};
+
+/// The snapshot side of [`PgEventStore`]: the same handle, since snapshots share the events'
+/// pool and an aggregate loads its snapshot and tail events in one query.
+pub type PgSnapshotStore = PgEventStore;

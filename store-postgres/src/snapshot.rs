@@ -1,0 +1,117 @@
+//! Snapshots, and loading an aggregate's snapshot plus tail in one query.
+
+use annals_core::{Encoding, RecordedEvent, Result, Snapshot, SnapshotStore};
+use sqlx::Row;
+use tracing::warn;
+
+use crate::{
+    error::from_sqlx,
+    read::{event_from_row, to_i64},
+    PgEventStore,
+};
+
+fn snapshot_from(
+    stream_id: &str,
+    aggregate_type: &str,
+    schema_version: u32,
+    stream_version: i64,
+    encoding: &str,
+    payload: Vec<u8>,
+    taken_at: chrono::DateTime<chrono::Utc>,
+) -> Option<Snapshot> {
+    let Some(encoding) = Encoding::from_name(encoding) else {
+        warn!(
+            stream_id,
+            encoding, "snapshot has an unknown encoding; ignoring it"
+        );
+        return None;
+    };
+    Some(Snapshot {
+        stream_id: stream_id.to_owned(),
+        aggregate_type: aggregate_type.to_owned(),
+        schema_version,
+        stream_version: u64::try_from(stream_version).ok()?,
+        encoding,
+        payload,
+        taken_at,
+    })
+}
+
+impl SnapshotStore for PgEventStore {
+    async fn load_snapshot(
+        &self,
+        stream_id: &str,
+        aggregate_type: &str,
+        schema_version: u32,
+    ) -> Result<Option<Snapshot>> {
+        let row = sqlx::query(&self.inner.sql.load_snapshot)
+            .bind(stream_id)
+            .bind(aggregate_type)
+            .bind(schema_version as i32)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(snapshot_from(
+            stream_id,
+            aggregate_type,
+            schema_version,
+            row.try_get("stream_version").map_err(from_sqlx)?,
+            row.try_get("encoding").map_err(from_sqlx)?,
+            row.try_get("payload").map_err(from_sqlx)?,
+            row.try_get("taken_at").map_err(from_sqlx)?,
+        ))
+    }
+
+    #[tracing::instrument(name = "annals.snapshot.save", skip_all, fields(store = "postgres", stream = %snapshot.stream_id, version = snapshot.stream_version))]
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<bool> {
+        let done = sqlx::query(&self.inner.sql.save_snapshot)
+            .bind(&snapshot.stream_id)
+            .bind(&snapshot.aggregate_type)
+            .bind(snapshot.schema_version as i32)
+            .bind(to_i64(snapshot.stream_version))
+            .bind(snapshot.encoding.name())
+            .bind(&snapshot.payload)
+            .bind(snapshot.taken_at)
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(name = "annals.load_stream", skip_all, fields(store = "postgres", stream = stream_id))]
+    async fn load_stream(
+        &self,
+        stream_id: &str,
+        aggregate_type: &str,
+        schema_version: u32,
+    ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>)> {
+        let rows = sqlx::query(&self.inner.sql.load_stream)
+            .bind(stream_id)
+            .bind(aggregate_type)
+            .bind(schema_version as i32)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        let mut snapshot = None;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<bool, _>("is_snapshot").map_err(from_sqlx)? {
+                snapshot = snapshot_from(
+                    stream_id,
+                    aggregate_type,
+                    schema_version,
+                    row.try_get("stream_version").map_err(from_sqlx)?,
+                    row.try_get("event_type").map_err(from_sqlx)?,
+                    row.try_get::<Option<Vec<u8>>, _>("payload_bin")
+                        .map_err(from_sqlx)?
+                        .unwrap_or_default(),
+                    row.try_get("recorded_at").map_err(from_sqlx)?,
+                );
+            } else {
+                events.push(event_from_row(row)?);
+            }
+        }
+        Ok((snapshot, events))
+    }
+}

@@ -1,0 +1,35 @@
+//! The store's SQL, from the `.sql` files beside this module, with the schema filled in.
+
+/// Every statement the store runs, with its schema name (a validated, quoted identifier)
+/// substituted for `{schema}` once, at construction.
+#[derive(Debug)]
+pub(crate) struct Queries {
+    pub(crate) append: String,
+    pub(crate) read_stream_forward: String,
+    pub(crate) read_stream_backward: String,
+    pub(crate) read_all: String,
+    pub(crate) read_all_types: String,
+    pub(crate) head: String,
+    pub(crate) stream_version: String,
+    pub(crate) load_snapshot: String,
+    pub(crate) save_snapshot: String,
+    pub(crate) load_stream: String,
+}
+
+impl Queries {
+    pub(crate) fn new(quoted_schema: &str) -> Self {
+        let q = |sql: &str| sql.replace("{schema}", quoted_schema);
+        Self {
+            append: q(include_str!("sql/append.sql")),
+            read_stream_forward: q(include_str!("sql/read_stream_forward.sql")),
+            read_stream_backward: q(include_str!("sql/read_stream_backward.sql")),
+            read_all: q(include_str!("sql/read_all.sql")),
+            read_all_types: q(include_str!("sql/read_all_types.sql")),
+            head: q(include_str!("sql/head.sql")),
+            stream_version: q(include_str!("sql/stream_version.sql")),
+            load_snapshot: q(include_str!("sql/load_snapshot.sql")),
+            save_snapshot: q(include_str!("sql/save_snapshot.sql")),
+            load_stream: q(include_str!("sql/load_stream.sql")),
+        }
+    }
+}

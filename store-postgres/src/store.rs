@@ -1,0 +1,225 @@
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use annals_core::{Error, Result};
+use sqlx::{
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool,
+};
+
+use crate::{error::from_sqlx, listen::Wakeups, sql::Queries, ConnectError};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Session advisory lock taken while migrating, so concurrent `migrate()` calls (from
+/// several processes) run one after the other. ("annals" in ASCII.)
+const MIGRATE_LOCK: i64 = 0x616e_6e61_6c73;
+
+/// How a [`PgEventStore`] is set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgStoreOptions {
+    schema: String,
+    pub(crate) notify: bool,
+    pub(crate) poll_interval: Duration,
+    max_connections: u32,
+}
+
+impl Default for PgStoreOptions {
+    fn default() -> Self {
+        Self {
+            schema: "annals".to_owned(),
+            notify: true,
+            poll_interval: Duration::from_millis(500),
+            max_connections: 16,
+        }
+    }
+}
+
+impl PgStoreOptions {
+    /// Defaults: schema `annals`, NOTIFY on append, poll every 500 ms, 16 connections.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The Postgres schema holding the store's tables: lowercase ASCII letters, digits and
+    /// `_`, starting with a letter or `_`, at most 40 characters (checked on use).
+    #[must_use]
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Whether appends send a NOTIFY so live readers wake up at once (default true).
+    /// Without it, [`wait_for_events`](annals_core::EventStore::wait_for_events) still
+    /// works by polling.
+    #[must_use]
+    pub fn notify(mut self, notify: bool) -> Self {
+        self.notify = notify;
+        self
+    }
+
+    /// How often live readers re-check the log when no notification arrives.
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Pool size used by [`PgEventStore::connect_with`].
+    #[must_use]
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    fn quoted_schema(&self) -> Result<String> {
+        let s = &self.schema;
+        let valid = !s.is_empty()
+            && s.len() <= 40
+            && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && !s.starts_with("pg_");
+        if valid {
+            Ok(format!("\"{s}\""))
+        } else {
+            Err(Error::InvalidInput(format!(
+                "invalid schema name {s:?}: use lowercase letters, digits and _, at most 40, not starting with pg_"
+            )))
+        }
+    }
+}
+
+/// The PostgreSQL event store (and snapshot store). Cheap to clone: clones share the pool.
+///
+/// Build it with [`connect`](PgEventStore::connect) or over your own pool with
+/// [`new`](PgEventStore::new), then call [`migrate`](PgEventStore::migrate) once at start.
+#[derive(Clone, Debug)]
+pub struct PgEventStore {
+    pub(crate) pool: PgPool,
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) sql: Queries,
+    pub(crate) options: PgStoreOptions,
+    quoted_schema: String,
+    pub(crate) wakeups: Wakeups,
+}
+
+impl PgEventStore {
+    /// A store over `pool` in the default schema `annals`. No I/O.
+    pub fn new(pool: PgPool) -> Self {
+        // The default schema name is valid by construction.
+        Self::build(pool, PgStoreOptions::default(), "\"annals\"".to_owned())
+    }
+
+    /// A store over `pool` with `options`. No I/O.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for an invalid schema name.
+    pub fn with_options(pool: PgPool, options: PgStoreOptions) -> Result<Self> {
+        let quoted = options.quoted_schema()?;
+        Ok(Self::build(pool, options, quoted))
+    }
+
+    fn build(pool: PgPool, options: PgStoreOptions, quoted_schema: String) -> Self {
+        let channel = format!("annals_events.{}", options.schema);
+        Self {
+            inner: Arc::new(Inner {
+                sql: Queries::new(&quoted_schema),
+                wakeups: Wakeups::new(pool.clone(), channel),
+                options,
+                quoted_schema,
+            }),
+            pool,
+        }
+    }
+
+    /// Connects to `url` (`postgres://user:password@host:port/database`) with default
+    /// options.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a malformed URL, [`Error::Backend`] wrapping a
+    /// [`ConnectError`] (naming host, port and database, never the password) when the
+    /// server cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, PgStoreOptions::default()).await
+    }
+
+    /// Connects to `url` with `options`.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](PgEventStore::connect), plus an invalid schema name.
+    pub async fn connect_with(url: &str, options: PgStoreOptions) -> Result<Self> {
+        options.quoted_schema()?;
+        let connect = PgConnectOptions::from_str(url).map_err(|_| {
+            // The URL may hold a password: never echo it.
+            Error::InvalidInput(
+                "malformed PostgreSQL URL (expected postgres://user@host:port/database)".to_owned(),
+            )
+        })?;
+        let target = format!(
+            "{}:{}/{}",
+            connect.get_host(),
+            connect.get_port(),
+            connect.get_database().unwrap_or("(default database)")
+        );
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await
+            .map_err(|e| Error::backend(ConnectError::new(target, e)))?;
+        Self::with_options(pool, options)
+    }
+
+    /// Creates the schema, tables and functions, or brings them up to date. Idempotent, and
+    /// safe to call from several processes at once (they take turns on an advisory lock).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the database refuses (for example missing privileges).
+    #[tracing::instrument(name = "annals.migrate", skip_all, fields(schema = %self.inner.options.schema))]
+    pub async fn migrate(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(from_sqlx)?;
+        // This connection's search_path changes below: close it afterwards rather than
+        // hand it back to the pool.
+        let outcome = async {
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(MIGRATE_LOCK)
+                .execute(&mut *conn)
+                .await?;
+            let schema = &self.inner.quoted_schema;
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(&format!("SET search_path TO {schema}"))
+                .execute(&mut *conn)
+                .await?;
+            MIGRATOR.run(&mut *conn).await.map_err(sqlx::Error::from)?;
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(MIGRATE_LOCK)
+                .execute(&mut *conn)
+                .await?;
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        drop(conn.detach());
+        outcome.map_err(from_sqlx)
+    }
+
+    /// The connection pool (for projections writing read tables in the same database).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema holding the store's tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.options.schema
+    }
+}

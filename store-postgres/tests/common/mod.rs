@@ -1,0 +1,83 @@
+//! Fresh databases for the Postgres tests, on the server at `DATABASE_URL`
+//! (default `postgres://root@127.0.0.1:5432/test`). No mocks: every test talks to a real
+//! server, and fails loudly when it cannot.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    str::FromStr,
+    sync::{Arc, Mutex},
+};
+
+use annals_store_postgres::{PgEventStore, PgStoreOptions};
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    Connection, Executor, PgConnection,
+};
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned())
+}
+
+async fn admin() -> PgConnection {
+    let url = database_url();
+    match PgConnection::connect(&url).await {
+        Ok(conn) => conn,
+        Err(e) => panic!(
+            "the Postgres tests need a server: cannot connect with DATABASE_URL ({}): {e}",
+            PgConnectOptions::from_str(&url)
+                .map_or("unparsable".into(), |o| o.get_host().to_owned())
+        ),
+    }
+}
+
+/// Databases made by a test, dropped by [`TestDatabases::drop_all`].
+#[derive(Clone, Default)]
+pub struct TestDatabases {
+    names: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestDatabases {
+    /// Creates an empty database and returns its connect options.
+    pub async fn create(&self) -> PgConnectOptions {
+        let name = format!("annals_test_{}", uuid::Uuid::now_v7().simple());
+        admin()
+            .await
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("CREATE DATABASE");
+        self.names.lock().expect("lock").push(name.clone());
+        PgConnectOptions::from_str(&database_url())
+            .expect("DATABASE_URL")
+            .database(&name)
+    }
+
+    /// A migrated store in a fresh database.
+    pub async fn store(&self) -> PgEventStore {
+        self.store_with(PgStoreOptions::new()).await
+    }
+
+    /// A migrated store in a fresh database, with `options`.
+    pub async fn store_with(&self, options: PgStoreOptions) -> PgEventStore {
+        let pool = PgPoolOptions::new()
+            .max_connections(20)
+            .connect_with(self.create().await)
+            .await
+            .expect("connect to the fresh database");
+        let store = PgEventStore::with_options(pool, options).expect("options");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    pub async fn drop_all(&self) {
+        let names = std::mem::take(&mut *self.names.lock().expect("lock"));
+        let mut admin = admin().await;
+        for name in names {
+            admin
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await
+                .expect("DROP DATABASE");
+        }
+    }
+}
