@@ -84,8 +84,11 @@ pub enum Error {
 
     /// The storage backend failed (connection lost, database unreachable, ...). For an
     /// append, nothing was written unless the backend says the outcome is unknown.
+    ///
+    /// The message includes the backend's own; match the variant and downcast the box to
+    /// inspect it.
     #[error("store backend error: {0}")]
-    Backend(#[source] BoxError),
+    Backend(BoxError),
 }
 
 impl Error {

@@ -4,17 +4,21 @@ use sqlx::postgres::PgDatabaseError;
 /// The database could not be reached. Names the host, port and database, never the
 /// password.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot connect to PostgreSQL at {target}: {source}")]
+#[error("cannot connect to PostgreSQL at {target}: {cause}")]
 pub struct ConnectError {
     /// `host:port/database` from the connection URL.
     pub target: String,
-    #[source]
-    source: sqlx::Error,
+    cause: sqlx::Error,
 }
 
 impl ConnectError {
-    pub(crate) fn new(target: String, source: sqlx::Error) -> Self {
-        Self { target, source }
+    pub(crate) fn new(target: String, cause: sqlx::Error) -> Self {
+        Self { target, cause }
+    }
+
+    /// The driver's error (included in the message).
+    pub fn cause(&self) -> &(dyn std::error::Error + 'static) {
+        &self.cause
     }
 }
 

@@ -4,7 +4,7 @@ use annals_core::{Error, Result};
 use sqlx::{
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
-    PgPool,
+    Connection, PgConnection, PgPool,
 };
 
 use crate::{error::from_sqlx, listen::Wakeups, sql::Queries, ConnectError};
@@ -157,24 +157,32 @@ impl PgEventStore {
     /// As [`connect`](PgEventStore::connect), plus an invalid schema name.
     pub async fn connect_with(url: &str, options: PgStoreOptions) -> Result<Self> {
         options.quoted_schema()?;
-        let connect = PgConnectOptions::from_str(url).map_err(|_| {
+        let malformed = || {
             // The URL may hold a password: never echo it.
             Error::InvalidInput(
                 "malformed PostgreSQL URL (expected postgres://user@host:port/database)".to_owned(),
             )
-        })?;
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(malformed());
+        }
+        let connect = PgConnectOptions::from_str(url).map_err(|_| malformed())?;
         let target = format!(
             "{}:{}/{}",
             connect.get_host(),
             connect.get_port(),
             connect.get_database().unwrap_or("(default database)")
         );
+        // One direct connection first: a server that is down or refuses us fails at once
+        // with its real error, instead of after the pool's acquire timeout.
+        let probe = PgConnection::connect_with(&connect)
+            .await
+            .map_err(|e| Error::backend(ConnectError::new(target, e)))?;
+        let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(connect)
-            .await
-            .map_err(|e| Error::backend(ConnectError::new(target, e)))?;
+            .connect_lazy_with(connect);
         Self::with_options(pool, options)
     }
 
@@ -201,7 +209,10 @@ impl PgEventStore {
             sqlx::query(&format!("SET search_path TO {schema}"))
                 .execute(&mut *conn)
                 .await?;
-            MIGRATOR.run(&mut *conn).await.map_err(sqlx::Error::from)?;
+            MIGRATOR
+                .run_direct(&mut *conn)
+                .await
+                .map_err(sqlx::Error::from)?;
             sqlx::query("SELECT pg_advisory_unlock($1)")
                 .bind(MIGRATE_LOCK)
                 .execute(&mut *conn)

@@ -1,9 +1,33 @@
-//! Run with: `cargo run -p bank` (in-memory store).
+//! Run with: `cargo run -p bank` (in-memory store), or
+//! `cargo run -p bank -- --database-url postgres://root@127.0.0.1:5432/test` (PostgreSQL).
 //!
 //! The annals bank example: opens accounts, moves money, shows a rejected withdrawal,
 //! reloads an account from its events and prints its stream.
 
 use annals_store_memory::MemoryEventStore;
+use annals_store_postgres::PgEventStore;
+use anyhow::{bail, Context};
+
+const USAGE: &str = "usage: bank [--database-url postgres://user@host:port/database]";
+
+fn database_url() -> anyhow::Result<Option<String>> {
+    let mut args = std::env::args().skip(1);
+    let mut url = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--database-url" => url = Some(args.next().context(USAGE)?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => match other.strip_prefix("--database-url=") {
+                Some(value) => url = Some(value.to_owned()),
+                None => bail!("unexpected argument {other:?}\n{USAGE}"),
+            },
+        }
+    }
+    Ok(url)
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -12,7 +36,25 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
+    // Account ids carry a per-run suffix, so the scenario can run again on a database that
+    // still holds the previous run's accounts.
     let run_id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
-    println!("annals bank example on the in-memory store");
-    bank::run_scenario(MemoryEventStore::new(), &run_id).await
+    match database_url()? {
+        None => {
+            println!("annals bank example on the in-memory store");
+            bank::run_scenario(MemoryEventStore::new(), &run_id).await
+        }
+        Some(url) => {
+            let store = PgEventStore::connect(&url).await?;
+            store
+                .migrate()
+                .await
+                .context("migrating the annals schema")?;
+            println!(
+                "annals bank example on PostgreSQL (schema {})",
+                store.schema()
+            );
+            bank::run_scenario(store, &run_id).await
+        }
+    }
 }

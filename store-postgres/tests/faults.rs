@@ -1,0 +1,186 @@
+//! Faults: a connection killed in the middle of an append, connections dropped under the
+//! pool, and a server that cannot be reached at start.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use annals_core::{
+    Encoding, Error, EventStore, ExpectedVersion, NewEvent, Position, ReadAll, ReadStream,
+};
+use annals_store_postgres::PgEventStore;
+use common::TestDatabases;
+use sqlx::{Connection, Executor, Row};
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::new(
+        "t",
+        1,
+        Encoding::Json,
+        format!(r#"{{"n":{n}}}"#).into_bytes(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_mid_append_leaves_nothing_and_the_pool_recovers() {
+    let dbs = TestDatabases::default();
+    let store = dbs.store().await;
+
+    // An open transaction holds event id X, so an append whose third event has id X
+    // inserts its first two rows and then waits on X's unique index entry.
+    let blocking_id = uuid::Uuid::now_v7();
+    let mut blocker = store.pool().acquire().await.expect("conn").detach();
+    blocker.execute("BEGIN").await.expect("begin");
+    sqlx::query(
+        "INSERT INTO annals.events (event_id, stream_id, stream_version, event_type, schema_version, payload)
+         VALUES ($1, 'blocker', 1, 't', 1, '{}')",
+    )
+    .bind(blocking_id)
+    .execute(&mut blocker)
+    .await
+    .expect("blocking insert");
+
+    let mut third = event(3);
+    third.event_id = blocking_id;
+    let append = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append_to_stream(
+                    "victim",
+                    ExpectedVersion::NoStream,
+                    vec![event(1), event(2), third],
+                )
+                .await
+        })
+    };
+
+    // Find the append's backend while it waits, mid-statement, and kill it. (From another
+    // connection: inside a transaction, pg_stat_activity is a snapshot taken once.)
+    let mut admin = sqlx::PgConnection::connect_with(&store.pool().connect_options())
+        .await
+        .expect("admin");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid: i32 = loop {
+        let row = sqlx::query(
+            "SELECT pid FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND query LIKE '%append_events%'",
+        )
+        .fetch_optional(&mut admin)
+        .await
+        .expect("pg_stat_activity");
+        if let Some(row) = row {
+            break row.get("pid");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the append never started waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&mut admin)
+        .await
+        .expect("terminate");
+
+    let result = append.await.expect("join");
+    assert!(
+        matches!(result, Err(Error::Backend(_))),
+        "expected a backend error, got {result:?}"
+    );
+    blocker.execute("ROLLBACK").await.expect("rollback");
+    let _ = blocker.close().await;
+    let _ = admin.close().await;
+
+    // Nothing of the killed append is stored.
+    assert_eq!(store.stream_version("victim").await.expect("version"), 0);
+    assert!(store
+        .read_stream("victim", ReadStream::all())
+        .await
+        .expect("read")
+        .is_empty());
+    assert!(store
+        .read_all(ReadAll::after(Position::START))
+        .await
+        .expect("log")
+        .is_empty());
+
+    // The pool replaced the dead connection: the next append works.
+    let done = store
+        .append_to_stream(
+            "victim",
+            ExpectedVersion::NoStream,
+            vec![event(1), event(2)],
+        )
+        .await
+        .expect("append after the kill");
+    assert_eq!(done.version(), 2);
+    dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_recovers_when_every_connection_is_killed() {
+    let dbs = TestDatabases::default();
+    let store = dbs.store().await;
+    for i in 0..4 {
+        store
+            .append_to_stream(&format!("s-{i}"), ExpectedVersion::Any, vec![event(i)])
+            .await
+            .expect("warm the pool");
+    }
+    let mut admin = sqlx::PgConnection::connect(&common::database_url())
+        .await
+        .expect("admin");
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(
+        store
+            .pool()
+            .connect_options()
+            .get_database()
+            .expect("database name"),
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("terminate");
+    assert!(killed > 0, "no connection was killed");
+    let done = store
+        .append_to_stream("after", ExpectedVersion::NoStream, vec![event(9)])
+        .await
+        .expect("append after every connection died");
+    assert_eq!(done.version(), 1);
+    dbs.drop_all().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_names_the_host_and_never_the_password() {
+    let started = Instant::now();
+    let err = PgEventStore::connect("postgres://annals:s3cret-pw@127.0.0.1:1/ledger")
+        .await
+        .expect_err("nothing listens on port 1");
+    let message = err.to_string();
+    let chain = format!("{message} / {:?}", std::error::Error::source(&err));
+    assert!(matches!(err, Error::Backend(_)), "{err:?}");
+    assert!(
+        message.contains("127.0.0.1:1/ledger"),
+        "does not name the target: {message}"
+    );
+    assert!(!chain.contains("s3cret-pw"), "leaks the password: {chain}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took too long to give up"
+    );
+
+    let err = PgEventStore::connect("mysql://annals:s3cret-pw@127.0.0.1/ledger")
+        .await
+        .expect_err("not a postgres URL");
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    assert!(
+        !err.to_string().contains("s3cret-pw"),
+        "leaks the password: {err}"
+    );
+}
