@@ -90,7 +90,13 @@ impl Encoding {
 ///
 /// [`Error::Encode`] when the event does not serialize as an externally tagged enum.
 pub fn event_type_of<E: DomainEvent>(event: &E) -> Result<String> {
-    split_tag(to_json_value(event)?).map(|(event_type, _)| event_type)
+    split_tag::<E>(to_json_value(event)?).map(|(event_type, _)| event_type)
+}
+
+/// Every persisted event type name `E` can decode (its serde variant names), or `None`
+/// when `E` is not an externally tagged enum. Projections use it to filter the log.
+pub fn event_types_of<E: DomainEvent>() -> Option<&'static [&'static str]> {
+    variants::names::<E>()
 }
 
 /// Encodes a domain event into a [`NewEvent`] ready to append.
@@ -115,7 +121,7 @@ pub fn event_type_of<E: DomainEvent>(event: &E) -> Result<String> {
 /// # Ok::<(), annals_core::Error>(())
 /// ```
 pub fn encode_event<E: DomainEvent>(event: &E, encoding: Encoding) -> Result<NewEvent> {
-    let (event_type, content) = split_tag(to_json_value(event)?)?;
+    let (event_type, content) = split_tag::<E>(to_json_value(event)?)?;
     let payload = match encoding {
         Encoding::Json => Encoding::Json.encode(&content)?,
         other => other.encode(event)?,
@@ -198,15 +204,24 @@ fn to_json_value<E: Serialize>(event: &E) -> Result<Value> {
     })
 }
 
-/// Splits an externally tagged enum value into its variant name and content.
-fn split_tag(value: Value) -> Result<(String, Value)> {
-    match value {
-        Value::String(name) => Ok((name, Value::Null)),
-        Value::Object(map) if map.len() == 1 => Ok(map.into_iter().next().unwrap_or_default()),
-        _ => Err(Error::Encode {
-            what: "event".to_owned(),
-            source: "an event must serialize as an externally tagged enum (no #[serde(tag)] or untagged)".into(),
-        }),
+/// Splits an externally tagged enum value into its variant name and content. The name
+/// must be one of `E`'s variants: a struct or a newtype whose JSON merely looks tagged is
+/// refused rather than given a made-up event type.
+fn split_tag<E: DomainEvent>(value: Value) -> Result<(String, Value)> {
+    let refuse = || {
+        Error::Encode {
+        what: std::any::type_name::<E>().to_owned(),
+        source: "an event must be an enum serialized externally tagged (no #[serde(tag)], untagged or struct events)".into(),
+    }
+    };
+    let (name, content) = match value {
+        Value::String(name) => (name, Value::Null),
+        Value::Object(map) if map.len() == 1 => map.into_iter().next().ok_or_else(refuse)?,
+        _ => return Err(refuse()),
+    };
+    match variants::names::<E>() {
+        Some(known) if known.contains(&name.as_str()) => Ok((name, content)),
+        _ => Err(refuse()),
     }
 }
 

@@ -15,7 +15,7 @@ mod upcast;
 pub mod testkit;
 
 pub use aggregate::{Aggregate, DomainEvent};
-pub use codec::{decode_event, encode_event, event_type_of, Encoding};
+pub use codec::{decode_event, encode_event, event_type_of, event_types_of, Encoding};
 pub use envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
 pub use error::{BoxError, Error, Result};
 pub use position::Position;

@@ -80,6 +80,11 @@ pub struct StreamVersion {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppendResult {
     /// Position of the last event appended (unchanged head when nothing was appended).
+    ///
+    /// Tailing readers may see it a moment later than the append returns (Postgres shows
+    /// an event once every older transaction has finished), so wait for it with
+    /// `wait_for_events` or a projection's `wait_until_caught_up`, never by assuming the
+    /// log already reaches it.
     pub position: Position,
     /// Each stream's new version, in the order given.
     pub streams: Vec<StreamVersion>,

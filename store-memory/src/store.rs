@@ -27,6 +27,8 @@ struct Inner {
     log: Vec<RecordedEvent>,
     /// Indexes into `log` of each stream's events, in version order.
     streams: HashMap<String, Vec<usize>>,
+    /// Every stored event id (ids are unique, as in Postgres).
+    event_ids: HashSet<uuid::Uuid>,
     /// Keyed by (stream, aggregate type, schema version).
     snapshots: HashMap<(String, String, u32), Snapshot>,
     commits: u64,
@@ -73,6 +75,7 @@ impl Inner {
 
     fn check(&self, appends: &[StreamAppend]) -> Result<()> {
         let mut seen = HashSet::new();
+        let mut ids = HashSet::new();
         for append in appends {
             if !seen.insert(append.stream_id.as_str()) {
                 return Err(Error::InvalidInput(format!(
@@ -84,6 +87,12 @@ impl Inner {
                 return Err(Error::InvalidInput("empty stream id".to_owned()));
             }
             for event in &append.events {
+                if self.event_ids.contains(&event.event_id) || !ids.insert(event.event_id) {
+                    return Err(Error::InvalidInput(format!(
+                        "an event with id {} is already stored",
+                        event.event_id
+                    )));
+                }
                 event.encoding.validate(&event.payload)?;
                 if event.event_type.is_empty() {
                     return Err(Error::InvalidInput("empty event type".to_owned()));
@@ -135,6 +144,7 @@ impl EventStore for MemoryEventStore {
                     encoding: event.encoding,
                     payload: event.payload,
                 });
+                inner.event_ids.insert(event.event_id);
                 inner
                     .streams
                     .entry(append.stream_id.clone())
@@ -164,17 +174,18 @@ impl EventStore for MemoryEventStore {
             return Ok(Vec::new());
         };
         let limit = read.limit.unwrap_or(usize::MAX);
-        let from = usize::try_from(read.from.max(1) - 1).unwrap_or(usize::MAX);
+        // Versions are 1-based: version v is at index v - 1.
+        let from = usize::try_from(read.from).unwrap_or(usize::MAX);
         let events: Vec<RecordedEvent> = match read.direction {
             Direction::Forward => indexes
                 .iter()
-                .skip(from)
+                .skip(from.saturating_sub(1))
                 .take(limit)
                 .map(|&i| inner.log[i].clone())
                 .collect(),
             Direction::Backward => indexes
                 .iter()
-                .take(from.saturating_add(1))
+                .take(from)
                 .rev()
                 .take(limit)
                 .map(|&i| inner.log[i].clone())

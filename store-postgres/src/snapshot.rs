@@ -1,6 +1,6 @@
 //! Snapshots, and loading an aggregate's snapshot plus tail in one query.
 
-use annals_core::{Encoding, RecordedEvent, Result, Snapshot, SnapshotStore};
+use annals_core::{Encoding, ReadStream, RecordedEvent, Result, Snapshot, SnapshotStore};
 use sqlx::Row;
 use tracing::warn;
 
@@ -94,6 +94,7 @@ impl SnapshotStore for PgEventStore {
             .await
             .map_err(from_sqlx)?;
         let mut snapshot = None;
+        let mut unusable_snapshot = false;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
             if row.try_get::<bool, _>("is_snapshot").map_err(from_sqlx)? {
@@ -108,9 +109,14 @@ impl SnapshotStore for PgEventStore {
                         .unwrap_or_default(),
                     row.try_get("recorded_at").map_err(from_sqlx)?,
                 );
+                unusable_snapshot = snapshot.is_none();
             } else {
                 events.push(event_from_row(row)?);
             }
+        }
+        if unusable_snapshot {
+            // The events after a snapshot we cannot use are not the whole stream.
+            events = self.read_stream_rows(stream_id, ReadStream::all()).await?;
         }
         Ok((snapshot, events))
     }

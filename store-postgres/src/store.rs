@@ -110,6 +110,9 @@ pub(crate) struct Inner {
 
 impl PgEventStore {
     /// A store over `pool` in the default schema `annals`. No I/O.
+    ///
+    /// The pool's connections must use READ COMMITTED, Postgres' default (a pool built by
+    /// [`connect`](PgEventStore::connect) sets it explicitly).
     pub fn new(pool: PgPool) -> Self {
         // The default schema name is valid by construction.
         Self::build(pool, PgStoreOptions::default(), "\"annals\"".to_owned())
@@ -166,7 +169,12 @@ impl PgEventStore {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(malformed());
         }
-        let connect = PgConnectOptions::from_str(url).map_err(|_| malformed())?;
+        // Appends rely on READ COMMITTED (each statement of append_events sees the rows
+        // committed before it); a server default of REPEATABLE READ would turn concurrent
+        // appends into serialization failures.
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|_| malformed())?
+            .options([("default_transaction_isolation", "read committed")]);
         let target = format!(
             "{}:{}/{}",
             connect.get_host(),

@@ -205,3 +205,68 @@ async fn appenders_to_different_streams_do_not_wait_on_each_other() {
     let _ = holder.close().await;
     dbs.drop_all().await;
 }
+
+/// The case that separates (transaction id, position) order from position order: the
+/// transaction with the larger id takes the smaller position and commits last. A reader
+/// ordered by position alone would checkpoint past it and never see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smaller_position_committed_last_by_a_younger_transaction_is_not_skipped() {
+    let dbs = TestDatabases::default();
+    let store = dbs.store().await;
+    let insert = "INSERT INTO annals.events (event_id, stream_id, stream_version, event_type, schema_version, payload)
+                  VALUES ($1, $2, 1, 't', 1, '{}')";
+    let mut older = store.pool().acquire().await.expect("conn").detach();
+    let mut younger = store.pool().acquire().await.expect("conn").detach();
+    older.execute("BEGIN").await.expect("begin");
+    older
+        .execute("SELECT pg_current_xact_id()")
+        .await
+        .expect("take an xid");
+    younger.execute("BEGIN").await.expect("begin");
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    sqlx::query(insert)
+        .bind(b)
+        .bind("b")
+        .execute(&mut younger)
+        .await
+        .expect("b");
+    sqlx::query(insert)
+        .bind(a)
+        .bind("a")
+        .execute(&mut older)
+        .await
+        .expect("a");
+    older.execute("COMMIT").await.expect("commit older");
+
+    let first = store
+        .read_all(ReadAll::after(Position::START))
+        .await
+        .expect("read");
+    assert_eq!(first.iter().map(|e| e.event_id).collect::<Vec<_>>(), [a]);
+    let checkpoint = first[0].position;
+    younger.execute("COMMIT").await.expect("commit younger");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rest = loop {
+        let rest = store
+            .read_all(ReadAll::after(checkpoint))
+            .await
+            .expect("read");
+        if !rest.is_empty() || Instant::now() > deadline {
+            break rest;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        rest.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        [b],
+        "the late event was skipped"
+    );
+    assert!(
+        rest[0].global_position() < first[0].global_position(),
+        "the setup did not invert positions"
+    );
+    let _ = older.close().await;
+    let _ = younger.close().await;
+    dbs.drop_all().await;
+}

@@ -158,6 +158,26 @@ fn events_that_are_not_externally_tagged_enums_are_refused() {
 }
 
 #[test]
+fn structs_and_newtypes_that_look_tagged_are_refused() {
+    #[derive(Debug, Serialize, Deserialize)]
+    struct OneField {
+        amount: u64,
+    }
+    impl DomainEvent for OneField {}
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Name(String);
+    impl DomainEvent for Name {}
+    assert!(matches!(
+        encode_event(&OneField { amount: 1 }, Encoding::Json),
+        Err(Error::Encode { .. })
+    ));
+    assert!(matches!(
+        encode_event(&Name("deposited".into()), Encoding::Json),
+        Err(Error::Encode { .. })
+    ));
+}
+
+#[test]
 fn json_validation_rejects_garbage() {
     assert!(Encoding::Json.validate(b"{\"a\":1}").is_ok());
     assert!(matches!(

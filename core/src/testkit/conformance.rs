@@ -11,6 +11,10 @@
 use std::{
     collections::{HashMap, HashSet},
     future::Future,
+    sync::{
+        atomic::{AtomicUsize, Ordering::SeqCst},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -365,6 +369,10 @@ pub async fn stream_reads<S: EventStore>(store: S) {
         versions(read(ReadStream::backward_from(2)).await.expect("bwd 2")),
         [2, 1]
     );
+    assert!(read(ReadStream::backward_from(0))
+        .await
+        .expect("bwd 0")
+        .is_empty());
     assert!(read(ReadStream::forward_from(11))
         .await
         .expect("past end")
@@ -593,6 +601,19 @@ pub async fn invalid_input_writes_nothing<S: EventStore>(store: S) {
         "part of a refused batch landed"
     );
     assert_eq!(store.head().await.expect("head"), head);
+    let first = event("ok", 1);
+    let again = first.clone();
+    store
+        .append_to_stream(&s, ExpectedVersion::NoStream, vec![first])
+        .await
+        .expect("append");
+    let r = store
+        .append_to_stream(&unique("other"), ExpectedVersion::Any, vec![again])
+        .await;
+    assert!(
+        matches!(r, Err(Error::InvalidInput(_))),
+        "an event id stored twice: {r:?}"
+    );
     let r = store.append(vec![]).await.expect("empty append");
     assert!(r.streams.is_empty());
 }
@@ -709,17 +730,20 @@ pub async fn concurrent_appends_with_tailing_reader<S: EventStore + Clone + 'sta
         .map(|i| format!("{run}-{i}"))
         .collect();
     let start = store.head().await.expect("head");
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let acked_count = Arc::new(AtomicUsize::new(0));
 
+    // The reader stops once every writer is done and it has seen as many events as were
+    // acknowledged (a transaction elsewhere in the database may delay the last ones).
     let reader = {
         let store = store.clone();
-        let done = done.clone();
+        let (done, acked_count) = (done.clone(), acked_count.clone());
         tokio::spawn(async move {
             let mut seen: Vec<RecordedEvent> = Vec::new();
             let mut after = start;
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
-                let finished = done.load(std::sync::atomic::Ordering::SeqCst) == writers;
+                let finished = done.load(SeqCst) == writers;
                 let page = store
                     .read_all(ReadAll::after(after).limit(7))
                     .await
@@ -728,7 +752,7 @@ pub async fn concurrent_appends_with_tailing_reader<S: EventStore + Clone + 'sta
                     assert!(last.position > after, "read_all went backwards");
                     after = last.position;
                     seen.extend(page);
-                } else if finished {
+                } else if finished && seen.len() >= acked_count.load(SeqCst) {
                     return seen;
                 } else {
                     store
@@ -738,7 +762,9 @@ pub async fn concurrent_appends_with_tailing_reader<S: EventStore + Clone + 'sta
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "tailing reader did not finish in time"
+                    "tailing reader did not finish in time ({} of {} seen)",
+                    seen.len(),
+                    acked_count.load(SeqCst)
                 );
             }
         })
@@ -748,37 +774,51 @@ pub async fn concurrent_appends_with_tailing_reader<S: EventStore + Clone + 'sta
     for w in 0..writers {
         let store = store.clone();
         let streams = streams.clone();
-        let done = done.clone();
+        let (done, acked_count) = (done.clone(), acked_count.clone());
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             let mut refused = Vec::new();
             let mut conflicts = 0u64;
             for i in 0..appends_per_writer {
-                let stream = &streams[(w + i) % streams.len()];
+                // Every fourth append spans two streams, so multi-stream appends race with
+                // single-stream ones on the same rows.
+                let span = if i % 4 == 3 { 2 } else { 1 };
+                let targets: Vec<&String> = (0..span)
+                    .map(|k| &streams[(w + i + k) % streams.len()])
+                    .collect();
                 loop {
-                    let version = store.stream_version(stream).await.expect("version");
+                    let mut appends = Vec::new();
+                    for stream in &targets {
+                        let version = store.stream_version(stream).await.expect("version");
+                        let batch: Vec<NewEvent> = (0..1 + (i % 3) as u64)
+                            .map(|n| event("torture", n))
+                            .collect();
+                        appends.push(StreamAppend::new(
+                            stream.as_str(),
+                            ExpectedVersion::Exact(version),
+                            batch,
+                        ));
+                    }
                     tokio::task::yield_now().await;
-                    let batch: Vec<NewEvent> = (0..1 + (i % 3) as u64)
-                        .map(|n| event("torture", n))
+                    let ids: Vec<(Uuid, String)> = appends
+                        .iter()
+                        .flat_map(|a| a.events.iter().map(|e| (e.event_id, a.stream_id.clone())))
                         .collect();
-                    let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
-                    match store
-                        .append_to_stream(stream, ExpectedVersion::Exact(version), batch)
-                        .await
-                    {
+                    match store.append(appends).await {
                         Ok(_) => {
-                            acked.extend(ids.into_iter().map(|id| (id, stream.clone())));
+                            acked_count.fetch_add(ids.len(), SeqCst);
+                            acked.extend(ids);
                             break;
                         }
                         Err(e) if e.is_conflict() => {
                             conflicts += 1;
-                            refused.extend(ids);
+                            refused.extend(ids.into_iter().map(|(id, _)| id));
                         }
                         Err(e) => panic!("writer {w}: {e}"),
                     }
                 }
             }
-            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            done.fetch_add(1, SeqCst);
             (acked, refused, conflicts)
         }));
     }
