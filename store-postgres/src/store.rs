@@ -174,7 +174,7 @@ impl PgEventStore {
         // appends into serialization failures.
         let connect = PgConnectOptions::from_str(url)
             .map_err(|_| malformed())?
-            .options([("default_transaction_isolation", "read committed")]);
+            .options([("default_transaction_isolation", r"read\ committed")]);
         let target = format!(
             "{}:{}/{}",
             connect.get_host(),

@@ -8,7 +8,7 @@ use annals_core::{
 };
 use annals_store_postgres::{PgEventStore, PgStoreOptions};
 use common::TestDatabases;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::{postgres::PgPoolOptions, Connection};
 
 fn event() -> NewEvent {
     NewEvent::new("t", 1, Encoding::Json, b"{}".to_vec())
@@ -118,4 +118,52 @@ async fn invalid_schema_names_are_refused_before_any_sql() {
             PgEventStore::with_options(pool.clone(), PgStoreOptions::new().schema(good)).is_ok()
         );
     }
+}
+
+/// Appends rely on READ COMMITTED; `connect` pins it even when the database's default is
+/// stricter, so concurrent appends conflict cleanly instead of failing to serialize.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_pins_read_committed_whatever_the_database_default() {
+    let dbs = TestDatabases::default();
+    let options = dbs.create().await;
+    let name = options.get_database().expect("database").to_owned();
+    let mut admin = sqlx::PgConnection::connect(&common::database_url())
+        .await
+        .expect("admin");
+    sqlx::Executor::execute(
+        &mut admin,
+        format!("ALTER DATABASE {name} SET default_transaction_isolation = 'serializable'")
+            .as_str(),
+    )
+    .await
+    .expect("alter");
+    let base = common::database_url();
+    let (server, _) = base.rsplit_once('/').expect("URL with a database");
+    let store = PgEventStore::connect(&format!("{server}/{name}"))
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    let level: String = sqlx::query_scalar("SHOW transaction_isolation")
+        .fetch_one(store.pool())
+        .await
+        .expect("show");
+    assert_eq!(level, "read committed");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append_to_stream("hot", ExpectedVersion::Any, vec![event()])
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await
+            .expect("join")
+            .expect("concurrent Any appends all succeed");
+    }
+    assert_eq!(store.stream_version("hot").await.expect("version"), 8);
+    store.pool().close().await;
+    dbs.drop_all().await;
 }

@@ -3,7 +3,8 @@
 //! Run with: `cargo run -p bank` (in-memory store).
 
 mod account;
+pub mod balances;
 mod scenario;
 
 pub use account::{AccountCommand, AccountEvent, AccountStatus, BankAccount, BankError, Cents};
-pub use scenario::run_scenario;
+pub use scenario::{print_balances, run_scenario};

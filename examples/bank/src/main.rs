@@ -4,9 +4,16 @@
 //! The annals bank example: opens accounts, moves money, shows a rejected withdrawal,
 //! reloads an account from its events and prints its stream.
 
+use std::time::Duration;
+
+use annals_projections::{MemoryCheckpoints, PgCheckpoints, ProjectionEngine};
 use annals_store_memory::MemoryEventStore;
 use annals_store_postgres::PgEventStore;
 use anyhow::{bail, Context};
+use bank::balances::{self, AccountBalances, BalanceRow};
+
+/// How long the example waits for its read model.
+const CATCH_UP: Duration = Duration::from_secs(30);
 
 const USAGE: &str = "usage: bank [--database-url postgres://user@host:port/database]";
 
@@ -42,7 +49,21 @@ async fn main() -> anyhow::Result<()> {
     match database_url()? {
         None => {
             println!("annals bank example on the in-memory store");
-            bank::run_scenario(MemoryEventStore::new(), &run_id).await
+            let store = MemoryEventStore::new();
+            let read = MemoryCheckpoints::new();
+            let projections = ProjectionEngine::new(store.clone(), read.clone())
+                .register(AccountBalances)
+                .start();
+            let last = bank::run_scenario(store, &run_id).await?;
+            projections.wait_until_caught_up(last, CATCH_UP).await?;
+            projections.shutdown().await;
+            let mine = |id: &String| id.ends_with(&run_id);
+            bank::print_balances(
+                read.rows::<BalanceRow>(balances::TABLE)
+                    .into_iter()
+                    .filter(|(id, _)| mine(id)),
+            );
+            Ok(())
         }
         Some(url) => {
             let store = PgEventStore::connect(&url).await?;
@@ -54,7 +75,20 @@ async fn main() -> anyhow::Result<()> {
                 "annals bank example on PostgreSQL (schema {})",
                 store.schema()
             );
-            bank::run_scenario(store, &run_id).await
+            let read = PgCheckpoints::new(&store);
+            let projections = ProjectionEngine::new(store.clone(), read.clone())
+                .register(AccountBalances)
+                .start();
+            let last = bank::run_scenario(store, &run_id).await?;
+            projections.wait_until_caught_up(last, CATCH_UP).await?;
+            projections.shutdown().await;
+            let accounts = [format!("ada-{run_id}"), format!("bob-{run_id}")];
+            let accounts: Vec<&str> = accounts.iter().map(String::as_str).collect();
+            let rows = balances::pg_rows(read.pool(), &accounts)
+                .await
+                .context("reading account_balances")?;
+            bank::print_balances(rows);
+            Ok(())
         }
     }
 }

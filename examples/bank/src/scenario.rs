@@ -1,7 +1,7 @@
-use annals_core::{EventStore, ExecuteError, Repository, SnapshotStore};
+use annals_core::{EventStore, ExecuteError, Position, Repository, SnapshotStore};
 use anyhow::Context;
 
-use crate::{AccountCommand, BankAccount};
+use crate::{balances::BalanceRow, AccountCommand, BankAccount};
 
 /// Whole euros in cents.
 fn eur(units: i64) -> i64 {
@@ -16,11 +16,12 @@ fn money(cents: i64) -> String {
 /// withdrawal, reloads an account from its events and prints its stream.
 ///
 /// Account ids carry `run_id`, so the scenario can run again on a store that keeps data.
+/// Returns the position of the last event it appended (for the read side to catch up to).
 ///
 /// # Errors
 ///
 /// Any store error, or a command rejected where the scenario expects success.
-pub async fn run_scenario<S>(store: S, run_id: &str) -> anyhow::Result<()>
+pub async fn run_scenario<S>(store: S, run_id: &str) -> anyhow::Result<Position>
 where
     S: EventStore + SnapshotStore,
 {
@@ -40,6 +41,7 @@ where
             .with_context(|| format!("opening {id}"))?;
     }
 
+    let mut last = Position::START;
     println!("== moving money");
     let steps = [
         (&ada, AccountCommand::Deposit { amount: eur(100) }),
@@ -53,6 +55,7 @@ where
             .execute(id, command)
             .await
             .with_context(|| format!("{label} on {id}"))?;
+        last = done.position.unwrap_or(last);
         println!(
             "   {id:<14} {label:<30} -> balance {:>7} (version {})",
             money(done.state.balance),
@@ -102,5 +105,20 @@ where
             event.payload
         );
     }
-    Ok(())
+    Ok(last)
+}
+
+/// Prints the `account_balances` read model rows.
+pub fn print_balances(rows: impl IntoIterator<Item = (String, BalanceRow)>) {
+    println!("== the account_balances read model (kept by a projection)");
+    for (id, row) in rows {
+        println!(
+            "   {id:<14} {:<13} {:>7} {} {:<6} ({} events)",
+            row.owner,
+            money(row.balance),
+            row.currency,
+            row.status,
+            row.events_applied
+        );
+    }
 }

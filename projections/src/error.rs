@@ -1,0 +1,77 @@
+use annals_core::Position;
+
+/// `Result` with the projection engine's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong running projections.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The event store or the checkpoint store failed.
+    #[error(transparent)]
+    Store(#[from] annals_core::Error),
+
+    /// Another worker moved the checkpoint since this batch began: this worker is stale
+    /// and its batch was rolled back. It steps down and re-acquires the lease.
+    #[error("projection `{projection}` was moved by another worker: expected checkpoint {expected}, found {actual}")]
+    Fenced {
+        /// The projection.
+        projection: String,
+        /// Where this worker thought it was.
+        expected: Position,
+        /// Where the checkpoint is.
+        actual: Position,
+    },
+
+    /// The projection halted on an event that kept failing.
+    #[error("projection `{projection}` is halted: {error}")]
+    Halted {
+        /// The projection.
+        projection: String,
+        /// The handler's last error.
+        error: String,
+    },
+
+    /// No projection by that name is registered.
+    #[error("unknown projection `{name}`; known: {}", known.join(", "))]
+    UnknownProjection {
+        /// The name asked for.
+        name: String,
+        /// The registered names.
+        known: Vec<String>,
+    },
+
+    /// No dead letter has that id.
+    #[error("no dead letter with id {0}")]
+    DeadLetterNotFound(i64),
+
+    /// A projection's `setup` or a dead-letter retry failed in its handler.
+    #[error("projection `{projection}`: {source}")]
+    Handler {
+        /// The projection.
+        projection: String,
+        /// The handler's error.
+        source: crate::HandlerError,
+    },
+
+    /// The engine was shut down while a caller was waiting on it.
+    #[error("the projection engine has shut down")]
+    ShutDown,
+
+    /// Waiting for a projection to catch up took longer than the caller allowed.
+    #[error("projection `{projection}` did not reach {target} in time (at {checkpoint})")]
+    Timeout {
+        /// The projection.
+        projection: String,
+        /// The position waited for.
+        target: Position,
+        /// Where it got to.
+        checkpoint: Position,
+    },
+}
+
+impl Error {
+    pub(crate) fn backend(error: impl Into<annals_core::BoxError>) -> Self {
+        Error::Store(annals_core::Error::backend(error))
+    }
+}

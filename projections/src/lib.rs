@@ -1,0 +1,23 @@
+#![doc = include_str!("../README.md")]
+
+mod checkpoint;
+mod engine;
+mod error;
+mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod projection;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+mod worker;
+
+pub use checkpoint::{CheckpointRecord, CheckpointStore, DeadLetter};
+pub use engine::{
+    EngineOptions, ProjectionEngine, ProjectionState, ProjectionStatus, RunningProjections,
+};
+pub use error::{Error, Result};
+pub use memory::{MemoryCheckpoints, MemoryLease, MemoryTx};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgCheckpoints, PgLease, PgTx};
+pub use projection::{FailurePolicy, HandlerError, Projection, RetryPolicy};
+pub use tokio_util::sync::CancellationToken;

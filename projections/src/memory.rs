@@ -1,0 +1,312 @@
+//! In-process read models: tables of serde rows, committed atomically with checkpoints.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use annals_core::Position;
+use chrono::Utc;
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+
+use crate::{CheckpointRecord, CheckpointStore, DeadLetter, Error, Result};
+
+/// In-process checkpoints, dead letters, leases and read-model tables (rows are serde
+/// values keyed by string). A batch's writes are staged in a [`MemoryTx`] and applied with
+/// the checkpoint under one lock, so the in-memory engine keeps the same exactly-once
+/// promise as Postgres. Cheap to clone: clones share the data.
+///
+/// ```
+/// use annals_projections::MemoryCheckpoints;
+///
+/// let read = MemoryCheckpoints::new();
+/// assert!(read.rows::<u64>("balances").is_empty());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct MemoryCheckpoints {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tables: HashMap<String, BTreeMap<String, Value>>,
+    checkpoints: HashMap<String, CheckpointRecord>,
+    dead_letters: BTreeMap<i64, DeadLetter>,
+    next_dead_letter: i64,
+    leases: HashMap<String, u64>,
+    next_lease: u64,
+}
+
+type Key = (String, String);
+
+/// A staged unit of work on [`MemoryCheckpoints`]: reads see the committed tables plus
+/// this transaction's own writes; nothing is visible to others until commit.
+#[derive(Debug)]
+pub struct MemoryTx {
+    state: Arc<Mutex<State>>,
+    writes: BTreeMap<Key, Option<Value>>,
+    dead_letters: Vec<DeadLetter>,
+    removed_dead_letters: Vec<i64>,
+    /// The checkpoint this batch started from, checked again at commit.
+    from: Position,
+}
+
+impl MemoryTx {
+    /// The row `key` of `table`, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the stored row does not decode as `T`.
+    pub fn get<T: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<T>> {
+        let staged = self.writes.get(&(table.to_owned(), key.to_owned()));
+        let value = match staged {
+            Some(value) => value.clone(),
+            None => lock(&self.state)
+                .tables
+                .get(table)
+                .and_then(|t| t.get(key))
+                .cloned(),
+        };
+        value.map(decode).transpose()
+    }
+
+    /// Inserts or replaces the row `key` of `table`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when `row` does not serialize.
+    pub fn put<T: Serialize>(&mut self, table: &str, key: &str, row: &T) -> Result<()> {
+        let value = serde_json::to_value(row).map_err(|e| {
+            Error::Store(annals_core::Error::Encode {
+                what: format!("row {table}/{key}"),
+                source: e.into(),
+            })
+        })?;
+        self.writes
+            .insert((table.to_owned(), key.to_owned()), Some(value));
+        Ok(())
+    }
+
+    /// Deletes the row `key` of `table`.
+    pub fn delete(&mut self, table: &str, key: &str) {
+        self.writes.insert((table.to_owned(), key.to_owned()), None);
+    }
+}
+
+fn decode<T: DeserializeOwned>(value: Value) -> Result<T> {
+    serde_json::from_value(value)
+        .map_err(|e| Error::backend(format!("stored row does not decode: {e}")))
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // Commits check everything before they mutate, so a poisoned lock still guards
+    // consistent data.
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl MemoryCheckpoints {
+    /// Empty tables, no checkpoints.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One committed row.
+    ///
+    /// # Errors
+    ///
+    /// When the stored row does not decode as `T`.
+    pub fn row<T: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<T>> {
+        let value = lock(&self.state)
+            .tables
+            .get(table)
+            .and_then(|t| t.get(key))
+            .cloned();
+        value.map(decode).transpose()
+    }
+
+    /// Every committed row of `table` that decodes as `T`, by key.
+    pub fn rows<T: DeserializeOwned>(&self, table: &str) -> BTreeMap<String, T> {
+        let table = lock(&self.state)
+            .tables
+            .get(table)
+            .cloned()
+            .unwrap_or_default();
+        table
+            .into_iter()
+            .filter_map(|(k, v)| serde_json::from_value(v).ok().map(|v| (k, v)))
+            .collect()
+    }
+
+    fn tx(&self, from: Position) -> MemoryTx {
+        MemoryTx {
+            state: Arc::clone(&self.state),
+            writes: BTreeMap::new(),
+            dead_letters: Vec::new(),
+            removed_dead_letters: Vec::new(),
+            from,
+        }
+    }
+
+    fn position_of(state: &State, projection: &str) -> Position {
+        state
+            .checkpoints
+            .get(projection)
+            .map_or(Position::START, |c| c.position)
+    }
+}
+
+fn apply(state: &mut State, tx: MemoryTx) {
+    for ((table, key), value) in tx.writes {
+        let rows = state.tables.entry(table).or_default();
+        match value {
+            Some(value) => rows.insert(key, value),
+            None => rows.remove(&key),
+        };
+    }
+    for id in tx.removed_dead_letters {
+        state.dead_letters.remove(&id);
+    }
+    for mut letter in tx.dead_letters {
+        state.next_dead_letter += 1;
+        letter.id = state.next_dead_letter;
+        state.dead_letters.insert(letter.id, letter);
+    }
+}
+
+/// Holds a projection's lease on [`MemoryCheckpoints`] until dropped.
+#[derive(Debug)]
+pub struct MemoryLease {
+    state: Arc<Mutex<State>>,
+    projection: String,
+    token: u64,
+}
+
+impl Drop for MemoryLease {
+    fn drop(&mut self) {
+        let mut state = lock(&self.state);
+        if state.leases.get(&self.projection) == Some(&self.token) {
+            state.leases.remove(&self.projection);
+        }
+    }
+}
+
+impl CheckpointStore for MemoryCheckpoints {
+    type Tx = MemoryTx;
+    type Lease = MemoryLease;
+
+    async fn begin(&self, projection: &str, from: Position) -> Result<MemoryTx> {
+        let actual = Self::position_of(&lock(&self.state), projection);
+        if actual != from {
+            return Err(Error::Fenced {
+                projection: projection.to_owned(),
+                expected: from,
+                actual,
+            });
+        }
+        Ok(self.tx(from))
+    }
+
+    async fn commit(&self, tx: MemoryTx, projection: &str, to: Position) -> Result<()> {
+        let mut state = lock(&self.state);
+        let actual = Self::position_of(&state, projection);
+        // Compare-and-set: a stale worker whose batch began before another worker moved
+        // the checkpoint must not apply its batch.
+        if actual != tx.from {
+            return Err(Error::Fenced {
+                projection: projection.to_owned(),
+                expected: tx.from,
+                actual,
+            });
+        }
+        apply(&mut state, tx);
+        state.checkpoints.insert(
+            projection.to_owned(),
+            CheckpointRecord {
+                projection: projection.to_owned(),
+                position: to,
+                halted: None,
+                updated_at: Utc::now(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn begin_untracked(&self) -> Result<MemoryTx> {
+        Ok(self.tx(Position::START))
+    }
+
+    async fn commit_untracked(&self, tx: MemoryTx) -> Result<()> {
+        apply(&mut lock(&self.state), tx);
+        Ok(())
+    }
+
+    async fn checkpoint(&self, projection: &str) -> Result<Option<CheckpointRecord>> {
+        Ok(lock(&self.state).checkpoints.get(projection).cloned())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>> {
+        let mut all: Vec<_> = lock(&self.state).checkpoints.values().cloned().collect();
+        all.sort_by(|a, b| a.projection.cmp(&b.projection));
+        Ok(all)
+    }
+
+    async fn halt(&self, projection: &str, error: &str) -> Result<()> {
+        let mut state = lock(&self.state);
+        let record = state
+            .checkpoints
+            .entry(projection.to_owned())
+            .or_insert_with(|| CheckpointRecord {
+                projection: projection.to_owned(),
+                position: Position::START,
+                halted: None,
+                updated_at: Utc::now(),
+            });
+        record.halted = Some(error.to_owned());
+        record.updated_at = Utc::now();
+        Ok(())
+    }
+
+    async fn record_dead_letter(&self, tx: &mut MemoryTx, letter: &DeadLetter) -> Result<()> {
+        tx.dead_letters.push(letter.clone());
+        Ok(())
+    }
+
+    async fn dead_letters(&self, projection: Option<&str>) -> Result<Vec<DeadLetter>> {
+        Ok(lock(&self.state)
+            .dead_letters
+            .values()
+            .filter(|d| projection.is_none_or(|p| d.projection == p))
+            .cloned()
+            .collect())
+    }
+
+    async fn remove_dead_letter(&self, tx: &mut MemoryTx, id: i64) -> Result<bool> {
+        let exists = lock(&self.state).dead_letters.contains_key(&id);
+        if exists {
+            tx.removed_dead_letters.push(id);
+        }
+        Ok(exists)
+    }
+
+    async fn try_lease(&self, projection: &str) -> Result<Option<MemoryLease>> {
+        let mut state = lock(&self.state);
+        if state.leases.contains_key(projection) {
+            return Ok(None);
+        }
+        state.next_lease += 1;
+        let token = state.next_lease;
+        state.leases.insert(projection.to_owned(), token);
+        Ok(Some(MemoryLease {
+            state: Arc::clone(&self.state),
+            projection: projection.to_owned(),
+            token,
+        }))
+    }
+
+    async fn lease_alive(&self, lease: &mut MemoryLease) -> bool {
+        lock(&self.state).leases.get(&lease.projection) == Some(&lease.token)
+    }
+}
