@@ -30,6 +30,9 @@ pub(crate) struct Shared {
 
 const RATE_WINDOW: Duration = Duration::from_secs(10);
 
+/// How often a running worker logs its lag and throughput.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
 impl Shared {
     pub(crate) fn new(name: &str) -> Self {
         Self {
@@ -169,6 +172,7 @@ where
         self.shared.set_state(ProjectionState::Running, None);
         let types = self.projection.event_types();
         let mut lease_checked = Instant::now();
+        let mut reported = Instant::now();
         info!(%checkpoint, "running");
 
         loop {
@@ -184,6 +188,16 @@ where
                 }
             }
             let head = self.store.head().await?;
+            if reported.elapsed() >= PROGRESS_EVERY {
+                info!(
+                    %checkpoint,
+                    %head,
+                    lag = head.sequence().saturating_sub(checkpoint.sequence()),
+                    events_per_second = self.shared.events_per_second(),
+                    "progress"
+                );
+                reported = Instant::now();
+            }
             let read = ReadAll::after(checkpoint)
                 .limit(self.options.batch_size)
                 .event_types(types.iter().cloned());

@@ -64,3 +64,63 @@ async fn a_poison_event_is_dead_lettered_and_later_events_apply() {
 async fn a_poison_event_halts_the_projection() {
     scenarios::poison_event_halts(MemoryEventStore::new(), MemoryCheckpoints::new()).await;
 }
+
+/// Counts every event of the log, whatever its type.
+struct Everything;
+
+impl annals_projections::Projection<MemoryCheckpoints> for Everything {
+    type Event = TallyEvent;
+    fn name(&self) -> &str {
+        "everything"
+    }
+    async fn handle(
+        &self,
+        _event: &annals_core::Envelope<TallyEvent>,
+        tx: &mut annals_projections::MemoryTx,
+    ) -> Result<(), annals_projections::HandlerError> {
+        let n: u64 = tx.get("everything", "count")?.unwrap_or(0);
+        tx.put("everything", "count", &(n + 1))?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_projections_run_in_one_engine_each_with_its_own_checkpoint() {
+    use annals_projections::{CheckpointStore, ProjectionEngine};
+    let store = MemoryEventStore::new();
+    let read = MemoryCheckpoints::new();
+    let running = ProjectionEngine::new(store.clone(), read.clone())
+        .with_options(scenarios::fast())
+        .register(Tallies::default())
+        .register(Everything)
+        .start();
+    let head = common::append_tallies(&store, "s", 4, 70, 5).await;
+    running
+        .wait_until_caught_up(head, scenarios::WAIT)
+        .await
+        .expect("both caught up");
+    let status = running.status().await.expect("status");
+    running.shutdown().await;
+    assert_eq!(
+        status.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["tallies", "everything"]
+    );
+    assert!(status.iter().all(|s| s.lag == 0 && s.checkpoint == head));
+    assert_eq!(
+        read.row::<u64>("everything", "count").expect("row"),
+        Some(70)
+    );
+    assert_eq!(
+        read.rows::<Tally>("tallies")
+            .values()
+            .map(|t| t.applied)
+            .sum::<i64>(),
+        60
+    );
+    let checkpoints = read.checkpoints().await.expect("checkpoints");
+    assert_eq!(
+        checkpoints.len(),
+        2,
+        "each projection keeps its own checkpoint"
+    );
+}
