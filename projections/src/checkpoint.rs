@@ -199,6 +199,149 @@ pub trait CheckpointStore: Clone + Send + Sync + 'static {
         projection: &str,
     ) -> impl Future<Output = Result<Option<Self::Lease>>> + Send;
 
+    /// Gives a lease up now (dropping it also releases it, eventually).
+    fn release(&self, lease: Self::Lease) -> impl Future<Output = ()> + Send {
+        async move { drop(lease) }
+    }
+
     /// Whether a held lease is still valid (its connection is alive).
     fn lease_alive(&self, lease: &mut Self::Lease) -> impl Future<Output = bool> + Send;
+
+    /// Whether some worker, in any process, holds `projection`'s lease now.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn lease_held(&self, projection: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Empties `tables` and moves `projection`'s checkpoint back to the start (clearing its
+    /// halt and dead letters), in one transaction. Its workers then replay the log.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn reset(&self, projection: &str, tables: &[String])
+        -> impl Future<Output = Result<()>> + Send;
+
+    /// Where an unfinished rebuild of `projection` stands, if one exists.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn rebuild_checkpoint(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<Option<Position>>> + Send {
+        let _ = projection;
+        async { Ok(None) }
+    }
+
+    /// Starts or resumes a rebuild: creates the shadow area if missing and returns a
+    /// transaction writing there (for the projection's `setup`) with the position to
+    /// resume from.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`](crate::Error::Unsupported) where shadow rebuilds are not
+    /// available; backend errors.
+    fn open_shadow(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<(Self::Tx, Position)>> + Send {
+        let _ = projection;
+        async {
+            Err(crate::Error::Unsupported(
+                "shadow rebuilds need the Postgres read-model store",
+            ))
+        }
+    }
+
+    /// A batch transaction writing to the shadow tables, fenced on the rebuild's
+    /// checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// As [`begin`](CheckpointStore::begin).
+    fn begin_shadow(
+        &self,
+        projection: &str,
+        from: Position,
+    ) -> impl Future<Output = Result<Self::Tx>> + Send {
+        let _ = (projection, from);
+        async {
+            Err(crate::Error::Unsupported(
+                "shadow rebuilds need the Postgres read-model store",
+            ))
+        }
+    }
+
+    /// Commits a shadow batch, moving the rebuild's checkpoint to `to`.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn commit_shadow(
+        &self,
+        tx: Self::Tx,
+        projection: &str,
+        to: Position,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (tx, projection, to);
+        async {
+            Err(crate::Error::Unsupported(
+                "shadow rebuilds need the Postgres read-model store",
+            ))
+        }
+    }
+
+    /// Opens the swap: a shadow transaction that also holds the live checkpoint's lock,
+    /// so live batches wait until the swap commits.
+    ///
+    /// # Errors
+    ///
+    /// As [`begin`](CheckpointStore::begin).
+    fn begin_swap(
+        &self,
+        projection: &str,
+        from: Position,
+    ) -> impl Future<Output = Result<Self::Tx>> + Send {
+        let _ = (projection, from);
+        async {
+            Err(crate::Error::Unsupported(
+                "shadow rebuilds need the Postgres read-model store",
+            ))
+        }
+    }
+
+    /// Replaces the live `tables` with the shadow ones, sets the live checkpoint to `to`,
+    /// removes the shadow area and commits: readers see the old tables, then the new ones.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors; nothing changes then.
+    fn commit_swap(
+        &self,
+        tx: Self::Tx,
+        projection: &str,
+        tables: &[String],
+        to: Position,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (tx, projection, tables, to);
+        async {
+            Err(crate::Error::Unsupported(
+                "shadow rebuilds need the Postgres read-model store",
+            ))
+        }
+    }
+
+    /// Drops an unfinished rebuild; returns whether there was one. Live tables are not
+    /// touched.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn discard_shadow(&self, projection: &str) -> impl Future<Output = Result<bool>> + Send {
+        let _ = projection;
+        async { Ok(false) }
+    }
 }

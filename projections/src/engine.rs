@@ -89,6 +89,9 @@ impl EngineOptions {
 pub enum ProjectionState {
     /// Applying events (catching up or following live).
     Running,
+    /// A rebuild into shadow tables is under way or was interrupted (the live tables keep
+    /// serving).
+    Rebuilding,
     /// Waiting for another worker's lease.
     Standby,
     /// Stopped on an event that kept failing; see the error.
@@ -101,6 +104,7 @@ impl fmt::Display for ProjectionState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ProjectionState::Running => "running",
+            ProjectionState::Rebuilding => "rebuilding",
             ProjectionState::Standby => "standby",
             ProjectionState::Halted => "halted",
             ProjectionState::Stopped => "stopped",
@@ -129,9 +133,30 @@ pub struct ProjectionStatus {
     pub error: Option<String>,
 }
 
+/// Where a rebuild stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RebuildProgress {
+    /// The projection being rebuilt.
+    pub projection: String,
+    /// Global sequence number reached.
+    pub done: u64,
+    /// The log's head (moves while writers append).
+    pub total: u64,
+    /// Where an interrupted rebuild resumed from.
+    pub resumed_from: Option<Position>,
+    /// Set on the last report: the shadow tables were swapped in.
+    pub swapped: bool,
+}
+
 /// A registered projection with its types erased, so one engine runs several.
 trait Registered<S, C: CheckpointStore>: Send + Sync {
     fn name(&self) -> &str;
+    fn tables(&self) -> Vec<String>;
+    fn rebuild<'a>(
+        &'a self,
+        engine: &'a EngineInner<S, C>,
+        progress: &'a mut (dyn FnMut(&RebuildProgress) + Send),
+    ) -> BoxFuture<'a, Result<Position>>;
     fn spawn(
         &self,
         engine: &EngineInner<S, C>,
@@ -155,6 +180,25 @@ where
 {
     fn name(&self) -> &str {
         self.0.name()
+    }
+
+    fn tables(&self) -> Vec<String> {
+        self.0.tables()
+    }
+
+    fn rebuild<'a>(
+        &'a self,
+        engine: &'a EngineInner<S, C>,
+        progress: &'a mut (dyn FnMut(&RebuildProgress) + Send),
+    ) -> BoxFuture<'a, Result<Position>> {
+        Box::pin(crate::rebuild::rebuild(
+            &*self.0,
+            &engine.store,
+            &engine.checkpoints,
+            &engine.upcasters,
+            engine.options.batch_size,
+            progress,
+        ))
     }
 
     fn spawn(
@@ -210,7 +254,7 @@ where
     }
 }
 
-struct EngineInner<S, C> {
+pub(crate) struct EngineInner<S, C> {
     store: S,
     checkpoints: C,
     options: EngineOptions,
@@ -371,32 +415,36 @@ where
     ///
     /// Store errors.
     pub async fn status(&self) -> Result<Vec<ProjectionStatus>> {
+        let checkpoints = &self.inner.checkpoints;
         let head = self.inner.store.head().await?;
-        let records = self.inner.checkpoints.checkpoints().await?;
-        let letters = self.inner.checkpoints.dead_letters(None).await?;
-        Ok(self
-            .names()
-            .into_iter()
-            .map(|name| {
-                let record = records.iter().find(|r| r.projection == name);
-                let checkpoint = record.map_or(Position::START, |r| r.position);
-                let error = record.and_then(|r| r.halted.clone());
-                ProjectionStatus {
-                    state: if error.is_some() {
-                        ProjectionState::Halted
-                    } else {
-                        ProjectionState::Stopped
-                    },
-                    checkpoint,
-                    head,
-                    lag: head.sequence().saturating_sub(checkpoint.sequence()),
-                    dead_letters: letters.iter().filter(|d| d.projection == name).count(),
-                    events_per_second: 0.0,
-                    error,
-                    name,
-                }
-            })
-            .collect())
+        let records = checkpoints.checkpoints().await?;
+        let letters = checkpoints.dead_letters(None).await?;
+        let mut statuses = Vec::new();
+        for name in self.names() {
+            let record = records.iter().find(|r| r.projection == name);
+            let checkpoint = record.map_or(Position::START, |r| r.position);
+            let error = record.and_then(|r| r.halted.clone());
+            let state = if error.is_some() {
+                ProjectionState::Halted
+            } else if checkpoints.rebuild_checkpoint(&name).await?.is_some() {
+                ProjectionState::Rebuilding
+            } else if checkpoints.lease_held(&name).await? {
+                ProjectionState::Running
+            } else {
+                ProjectionState::Stopped
+            };
+            statuses.push(ProjectionStatus {
+                state,
+                checkpoint,
+                head,
+                lag: head.sequence().saturating_sub(checkpoint.sequence()),
+                dead_letters: letters.iter().filter(|d| d.projection == name).count(),
+                events_per_second: 0.0,
+                error,
+                name,
+            });
+        }
+        Ok(statuses)
     }
 
     /// Dead letters of one projection or all.
@@ -433,6 +481,61 @@ where
         self.find(&letter.projection)?
             .retry(&self.inner, letter)
             .await
+    }
+
+    /// Rebuilds `name` into shadow tables from the start of the log while the live tables
+    /// keep serving (and live workers keep running), then swaps them in atomically; an
+    /// interrupted rebuild resumes where it stopped. Returns the position the projection
+    /// continues live from.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownProjection`]; [`Error::Unsupported`] when the projection declares
+    /// no tables or the backend has no shadows; [`Error::RebuildFailed`] when a handler
+    /// refuses an event (the shadow is kept: fix and rerun).
+    pub async fn rebuild(
+        &self,
+        name: &str,
+        mut progress: impl FnMut(&RebuildProgress) + Send,
+    ) -> Result<Position> {
+        self.find(name)?.rebuild(&self.inner, &mut progress).await
+    }
+
+    /// Drops an unfinished rebuild of `name`; returns whether there was one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownProjection`] or store errors.
+    pub async fn discard_rebuild(&self, name: &str) -> Result<bool> {
+        self.find(name)?;
+        self.inner.checkpoints.discard_shadow(name).await
+    }
+
+    /// Where an unfinished rebuild of `name` stands, if there is one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownProjection`] or store errors.
+    pub async fn rebuild_checkpoint(&self, name: &str) -> Result<Option<Position>> {
+        self.find(name)?;
+        self.inner.checkpoints.rebuild_checkpoint(name).await
+    }
+
+    /// Empties `name`'s tables and moves its checkpoint to the start, so its workers replay
+    /// the whole log (the plain alternative to [`rebuild`](ProjectionEngine::rebuild) for
+    /// small read models: readers see an empty table meanwhile).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownProjection`]; [`Error::Unsupported`] when it declares no tables.
+    pub async fn reset(&self, name: &str) -> Result<()> {
+        let tables = self.find(name)?.tables();
+        if tables.is_empty() {
+            return Err(Error::Unsupported(
+                "the projection declares no tables (Projection::tables)",
+            ));
+        }
+        self.inner.checkpoints.reset(name, &tables).await
     }
 
     /// Deletes a dead letter without applying it.

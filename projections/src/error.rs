@@ -54,6 +54,22 @@ pub enum Error {
         source: crate::HandlerError,
     },
 
+    /// The operation needs something this backend or projection does not offer.
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+
+    /// A rebuild stopped on an event its handler refused; rerun it after the fix and it
+    /// resumes where it stopped.
+    #[error("rebuild of `{projection}` stopped at event {position}: {error}")]
+    RebuildFailed {
+        /// The projection.
+        projection: String,
+        /// The event it stopped at.
+        position: Position,
+        /// The handler's error.
+        error: String,
+    },
+
     /// The engine was shut down while a caller was waiting on it.
     #[error("the projection engine has shut down")]
     ShutDown,

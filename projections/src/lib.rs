@@ -7,13 +7,15 @@ mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod projection;
+mod rebuild;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod worker;
 
 pub use checkpoint::{CheckpointRecord, CheckpointStore, DeadLetter};
 pub use engine::{
-    EngineOptions, ProjectionEngine, ProjectionState, ProjectionStatus, RunningProjections,
+    EngineOptions, ProjectionEngine, ProjectionState, ProjectionStatus, RebuildProgress,
+    RunningProjections,
 };
 pub use error::{Error, Result};
 pub use memory::{MemoryCheckpoints, MemoryLease, MemoryTx};

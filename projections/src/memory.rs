@@ -306,6 +306,20 @@ impl CheckpointStore for MemoryCheckpoints {
         }))
     }
 
+    async fn lease_held(&self, projection: &str) -> Result<bool> {
+        Ok(lock(&self.state).leases.contains_key(projection))
+    }
+
+    async fn reset(&self, projection: &str, tables: &[String]) -> Result<()> {
+        let mut state = lock(&self.state);
+        for table in tables {
+            state.tables.remove(table);
+        }
+        state.checkpoints.remove(projection);
+        state.dead_letters.retain(|_, d| d.projection != projection);
+        Ok(())
+    }
+
     async fn lease_alive(&self, lease: &mut MemoryLease) -> bool {
         lock(&self.state).leases.get(&lease.projection) == Some(&lease.token)
     }

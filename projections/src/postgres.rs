@@ -36,6 +36,8 @@ struct Queries {
     record_dead_letter: String,
     dead_letters: String,
     remove_dead_letter: String,
+    delete_checkpoint: String,
+    delete_dead_letters: String,
 }
 
 /// A projection's lease: a session advisory lock on a connection of its own.
@@ -78,6 +80,8 @@ impl PgCheckpoints {
                 record_dead_letter: q(include_str!("postgres/record_dead_letter.sql")),
                 dead_letters: q(include_str!("postgres/dead_letters.sql")),
                 remove_dead_letter: q(include_str!("postgres/remove_dead_letter.sql")),
+                delete_checkpoint: q(include_str!("postgres/delete_checkpoint.sql")),
+                delete_dead_letters: q(include_str!("postgres/delete_dead_letters.sql")),
             }),
         }
     }
@@ -108,18 +112,69 @@ impl PgCheckpoints {
     }
 }
 
+/// A table name as a quoted identifier (lowercase letters, digits, `_`).
+fn ident(name: &str) -> Result<String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(format!("\"{name}\""))
+    } else {
+        Err(Error::Store(annals_core::Error::InvalidInput(format!(
+            "table name {name:?}: use lowercase letters, digits and _"
+        ))))
+    }
+}
+
+/// The schema a rebuild of `projection` builds its shadow tables in.
+fn shadow_schema(projection: &str) -> String {
+    let mut name = String::from("annals_rebuild_");
+    name.extend(projection.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '_'
+        }
+    }));
+    name.truncate(63);
+    name
+}
+
+/// The checkpoint row of a rebuild in progress.
+fn shadow_checkpoint(projection: &str) -> String {
+    format!("{projection}@rebuild")
+}
+
+impl PgCheckpoints {
+    async fn lock_checkpoint(&self, tx: &mut PgTx, projection: &str) -> Result<Position> {
+        let row = sqlx::query(&self.sql.begin)
+            .bind(projection)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(sqlx_err)?;
+        position(&row)
+    }
+
+    async fn shadow_path(&self, tx: &mut PgTx, projection: &str) -> Result<()> {
+        sqlx::query(include_str!("postgres/shadow_search_path.sql"))
+            .bind(format!("\"{}\"", shadow_schema(projection)))
+            .execute(&mut **tx)
+            .await
+            .map_err(sqlx_err)?;
+        Ok(())
+    }
+}
+
 impl CheckpointStore for PgCheckpoints {
     type Tx = PgTx;
     type Lease = PgLease;
 
     async fn begin(&self, projection: &str, from: Position) -> Result<PgTx> {
         let mut tx = self.pool().begin().await.map_err(sqlx_err)?;
-        let row = sqlx::query(&self.sql.begin)
-            .bind(projection)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(sqlx_err)?;
-        let actual = position(&row)?;
+        let actual = self.lock_checkpoint(&mut tx, projection).await?;
         if actual != from {
             return Err(Error::Fenced {
                 projection: projection.to_owned(),
@@ -239,7 +294,145 @@ impl CheckpointStore for PgCheckpoints {
         }
     }
 
+    async fn release(&self, mut lease: PgLease) {
+        // Unlock before closing, so the lease is free the moment this returns.
+        let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
+            .execute(&mut lease.conn)
+            .await;
+        let _ = lease.conn.close().await;
+    }
+
     async fn lease_alive(&self, lease: &mut PgLease) -> bool {
         lease.conn.ping().await.is_ok()
+    }
+
+    async fn lease_held(&self, projection: &str) -> Result<bool> {
+        sqlx::query_scalar(include_str!("postgres/lease_held.sql"))
+            .bind(self.store.schema())
+            .bind(projection)
+            .fetch_one(self.pool())
+            .await
+            .map_err(sqlx_err)
+    }
+
+    async fn reset(&self, projection: &str, tables: &[String]) -> Result<()> {
+        let tables = tables
+            .iter()
+            .map(|t| ident(t))
+            .collect::<Result<Vec<_>>>()?;
+        let mut tx = self.pool().begin().await.map_err(sqlx_err)?;
+        // Waits for a live batch in flight; the live worker then finds the checkpoint moved
+        // and restarts from the start.
+        self.lock_checkpoint(&mut tx, projection).await?;
+        if !tables.is_empty() {
+            sqlx::query(&format!("TRUNCATE {}", tables.join(", ")))
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_err)?;
+        }
+        for sql in [&self.sql.delete_checkpoint, &self.sql.delete_dead_letters] {
+            sqlx::query(sql)
+                .bind(projection)
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_err)?;
+        }
+        tx.commit().await.map_err(sqlx_err)
+    }
+
+    async fn rebuild_checkpoint(&self, projection: &str) -> Result<Option<Position>> {
+        Ok(self
+            .checkpoint(&shadow_checkpoint(projection))
+            .await?
+            .map(|c| c.position))
+    }
+
+    async fn open_shadow(&self, projection: &str) -> Result<(PgTx, Position)> {
+        let schema = shadow_schema(projection);
+        let mut tx = self.pool().begin().await.map_err(sqlx_err)?;
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_err)?;
+        let at = self
+            .lock_checkpoint(&mut tx, &shadow_checkpoint(projection))
+            .await?;
+        self.shadow_path(&mut tx, projection).await?;
+        Ok((tx, at))
+    }
+
+    async fn begin_shadow(&self, projection: &str, from: Position) -> Result<PgTx> {
+        let mut tx = self.begin(&shadow_checkpoint(projection), from).await?;
+        self.shadow_path(&mut tx, projection).await?;
+        Ok(tx)
+    }
+
+    async fn commit_shadow(&self, tx: PgTx, projection: &str, to: Position) -> Result<()> {
+        self.commit(tx, &shadow_checkpoint(projection), to).await
+    }
+
+    async fn begin_swap(&self, projection: &str, from: Position) -> Result<PgTx> {
+        let mut tx = self.begin(&shadow_checkpoint(projection), from).await?;
+        self.lock_checkpoint(&mut tx, projection).await?;
+        self.shadow_path(&mut tx, projection).await?;
+        Ok(tx)
+    }
+
+    async fn commit_swap(
+        &self,
+        mut tx: PgTx,
+        projection: &str,
+        tables: &[String],
+        to: Position,
+    ) -> Result<()> {
+        let shadow = shadow_schema(projection);
+        for table in tables {
+            let quoted = ident(table)?;
+            let live: String = sqlx::query_scalar(include_str!("postgres/live_schema.sql"))
+                .bind(table)
+                .bind(&shadow)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(sqlx_err)?;
+            let live = format!("\"{}\"", live.replace('"', "\"\""));
+            for sql in [
+                format!("DROP TABLE IF EXISTS {live}.{quoted}"),
+                format!("ALTER TABLE \"{shadow}\".{quoted} SET SCHEMA {live}"),
+            ] {
+                sqlx::query(&sql)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sqlx_err)?;
+            }
+        }
+        sqlx::query(&format!("DROP SCHEMA \"{shadow}\" CASCADE"))
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_err)?;
+        sqlx::query(&self.sql.delete_checkpoint)
+            .bind(shadow_checkpoint(projection))
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_err)?;
+        self.commit(tx, projection, to).await
+    }
+
+    async fn discard_shadow(&self, projection: &str) -> Result<bool> {
+        let mut tx = self.pool().begin().await.map_err(sqlx_err)?;
+        sqlx::query(&format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            shadow_schema(projection)
+        ))
+        .execute(&mut *tx)
+        .await
+        .map_err(sqlx_err)?;
+        let removed = sqlx::query(&self.sql.delete_checkpoint)
+            .bind(shadow_checkpoint(projection))
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_err)?
+            .rows_affected();
+        tx.commit().await.map_err(sqlx_err)?;
+        Ok(removed > 0)
     }
 }

@@ -76,6 +76,14 @@ pub trait Projection<C: CheckpointStore>: Send + Sync + 'static {
             .unwrap_or_default()
     }
 
+    /// The read-model tables it writes (unqualified names). A rebuild builds shadow copies
+    /// of them and swaps them in; a reset empties them. Handlers must refer to them by
+    /// unqualified name, so that during a rebuild the same SQL writes to the shadows.
+    /// Default: none (rebuild and reset are refused).
+    fn tables(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// What to do with an event that keeps failing. Default: halt.
     fn on_failure(&self) -> FailurePolicy {
         FailurePolicy::Halt

@@ -100,7 +100,7 @@ where
             if token.is_cancelled() {
                 break;
             }
-            let lease = if self.options.use_lease {
+            let mut lease = if self.options.use_lease {
                 self.shared.set_state(ProjectionState::Standby, None);
                 match self.acquire_lease(&token).await {
                     Some(lease) => Some(lease),
@@ -109,7 +109,11 @@ where
             } else {
                 None
             };
-            match self.run_leased(lease, &token).await {
+            let outcome = self.run_leased(lease.as_mut(), &token).await;
+            if let Some(lease) = lease.take() {
+                self.checkpoints.release(lease).await;
+            }
+            match outcome {
                 Ok(()) | Err(Error::ShutDown) => break,
                 Err(Error::Halted { error, .. }) => {
                     self.shared.set_state(ProjectionState::Halted, Some(error));
@@ -150,7 +154,7 @@ where
 
     async fn run_leased(
         &self,
-        mut lease: Option<C::Lease>,
+        mut lease: Option<&mut C::Lease>,
         token: &CancellationToken,
     ) -> Result<()> {
         let mut tx = self.checkpoints.begin_untracked().await?;
@@ -179,7 +183,7 @@ where
             if token.is_cancelled() {
                 return Ok(());
             }
-            if let Some(lease) = lease.as_mut() {
+            if let Some(lease) = lease.as_deref_mut() {
                 if lease_checked.elapsed() >= self.options.lease_check {
                     if !self.checkpoints.lease_alive(lease).await {
                         return Err(Error::backend("the lease connection was lost"));

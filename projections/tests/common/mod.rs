@@ -55,6 +55,8 @@ pub struct Tallies {
     pub policy: FailurePolicy,
     /// Sleep per event, to widen the window for crashes mid-batch.
     pub slow: Option<Duration>,
+    /// A deliberate bug: counts every `n` twice.
+    pub bug: bool,
 }
 
 impl Tallies {
@@ -76,8 +78,12 @@ impl Tallies {
 }
 
 pub fn fold(row: &mut Tally, event: &Envelope<TallyEvent>) {
+    fold_with(row, event, false);
+}
+
+fn fold_with(row: &mut Tally, event: &Envelope<TallyEvent>, bug: bool) {
     if let TallyEvent::Added { n } = event.payload {
-        row.total += n;
+        row.total += if bug { 2 * n } else { n };
     }
     row.applied += 1;
     row.last_version = event.stream_version as i64;
@@ -101,6 +107,9 @@ impl Projection<MemoryCheckpoints> for Tallies {
             max_backoff: Duration::from_millis(10),
         }
     }
+    fn tables(&self) -> Vec<String> {
+        vec!["tallies".into()]
+    }
     async fn handle(
         &self,
         event: &Envelope<TallyEvent>,
@@ -108,7 +117,7 @@ impl Projection<MemoryCheckpoints> for Tallies {
     ) -> Result<(), HandlerError> {
         let mut row: Tally = tx.get("tallies", &event.stream_id)?.unwrap_or_default();
         self.check(event, &row)?;
-        fold(&mut row, event);
+        fold_with(&mut row, event, self.bug);
         tx.put("tallies", &event.stream_id, &row)?;
         if let Some(slow) = self.slow {
             tokio::time::sleep(slow).await;
@@ -134,6 +143,9 @@ impl Projection<PgCheckpoints> for Tallies {
             backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(10),
         }
+    }
+    fn tables(&self) -> Vec<String> {
+        vec!["tallies".into()]
     }
     async fn setup(&self, tx: &mut PgTx) -> Result<(), HandlerError> {
         tx.execute(
@@ -182,7 +194,7 @@ impl Projection<PgCheckpoints> for Tallies {
         for event in events {
             let row = tallies.entry(event.stream_id.clone()).or_default();
             self.check(event, row)?;
-            fold(row, event);
+            fold_with(row, event, self.bug);
             if let Some(slow) = self.slow {
                 tokio::time::sleep(slow).await;
             }

@@ -1,0 +1,1 @@
+DELETE FROM {schema}.dead_letters WHERE projection = $1

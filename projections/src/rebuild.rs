@@ -1,0 +1,137 @@
+//! Rebuilds into shadow tables: replay the log beside the live read model, then swap.
+
+use annals_core::{decode_event, Envelope, EventStore, Position, ReadAll, Upcasters};
+use tracing::info;
+
+use crate::{CheckpointStore, Error, Projection, RebuildProgress, Result};
+
+fn handler_error(projection: &str, position: Position, error: impl ToString) -> Error {
+    Error::RebuildFailed {
+        projection: projection.to_owned(),
+        position,
+        error: error.to_string(),
+    }
+}
+
+/// Reads the next page of `projection`'s events after `after`, decoded; with the head read
+/// before it (a short page covers everything of ours up to that head).
+async fn page<P, S, C>(
+    projection: &P,
+    store: &S,
+    upcasters: &Upcasters,
+    after: Position,
+    batch: usize,
+) -> Result<(Position, Vec<Envelope<P::Event>>, bool)>
+where
+    P: Projection<C>,
+    S: EventStore,
+    C: CheckpointStore,
+{
+    let head = store.head().await?;
+    let events = store
+        .read_all(
+            ReadAll::after(after)
+                .limit(batch)
+                .event_types(projection.event_types()),
+        )
+        .await?;
+    let full = events.len() == batch;
+    let decoded = events
+        .iter()
+        .map(|e| {
+            decode_event(e, upcasters)
+                .map_err(|err| handler_error(projection.name(), e.position, err))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((head, decoded, full))
+}
+
+/// Where a page leaves the checkpoint: its last event, or the head when the page is short.
+fn reached<E>(at: Position, head: Position, events: &[Envelope<E>], full: bool) -> Position {
+    let last = events.last().map_or(at, |e| e.position);
+    if full {
+        last
+    } else {
+        last.max(head)
+    }
+}
+
+pub(crate) async fn rebuild<P, S, C>(
+    projection: &P,
+    store: &S,
+    checkpoints: &C,
+    upcasters: &Upcasters,
+    batch: usize,
+    progress: &mut (dyn FnMut(&RebuildProgress) + Send),
+) -> Result<Position>
+where
+    P: Projection<C>,
+    S: EventStore,
+    C: CheckpointStore,
+{
+    let name = projection.name();
+    let tables = projection.tables();
+    if tables.is_empty() {
+        return Err(Error::Unsupported(
+            "the projection declares no tables (Projection::tables)",
+        ));
+    }
+    let (mut tx, mut at) = checkpoints.open_shadow(name).await?;
+    projection
+        .setup(&mut tx)
+        .await
+        .map_err(|e| handler_error(name, at, e))?;
+    checkpoints.commit_untracked(tx).await?;
+    let resumed_from = (at > Position::START).then_some(at);
+    info!(projection = name, resumed_from = ?resumed_from, "rebuilding into shadow tables");
+    let mut report = |at: Position, head: Position, swapped: bool| {
+        progress(&RebuildProgress {
+            projection: name.to_owned(),
+            done: at.sequence(),
+            total: head.sequence().max(at.sequence()),
+            resumed_from,
+            swapped,
+        });
+    };
+
+    // Catch up in the shadow tables, a transaction per batch, until a short page.
+    loop {
+        let (head, events, full) = page(projection, store, upcasters, at, batch).await?;
+        let to = reached(at, head, &events, full);
+        if to > at {
+            let mut tx = checkpoints.begin_shadow(name, at).await?;
+            projection
+                .handle_batch(&events, &mut tx)
+                .await
+                .map_err(|e| handler_error(name, events.first().map_or(at, |e| e.position), e))?;
+            checkpoints.commit_shadow(tx, name, to).await?;
+            at = to;
+        }
+        report(at, head, false);
+        if !full {
+            break;
+        }
+    }
+
+    // Swap: holding the live checkpoint's lock (live batches wait), apply what arrived
+    // since, then replace the live tables in the same transaction.
+    let mut tx = checkpoints.begin_swap(name, at).await?;
+    loop {
+        let (head, events, full) = page(projection, store, upcasters, at, batch).await?;
+        if !events.is_empty() {
+            projection
+                .handle_batch(&events, &mut tx)
+                .await
+                .map_err(|e| handler_error(name, events[0].position, e))?;
+        }
+        at = reached(at, head, &events, full);
+        if !full {
+            break;
+        }
+    }
+    checkpoints.commit_swap(tx, name, &tables, at).await?;
+    let head = store.head().await?;
+    report(at, head, true);
+    info!(projection = name, checkpoint = %at, "rebuild swapped in");
+    Ok(at)
+}

@@ -1,0 +1,238 @@
+//! Rebuilds on PostgreSQL: shadow tables built while the live table keeps serving and
+//! writers keep appending, an atomic swap, resumption after an interruption, and reset.
+
+mod common;
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use annals_core::Position;
+use annals_projections::{EngineOptions, PgCheckpoints, ProjectionEngine, ProjectionState};
+use common::{
+    append_tallies, drop_database, expected_tallies, fresh_store, pg_rows, scenarios::WAIT, Tallies,
+};
+
+fn engine(
+    store: &annals_store_postgres::PgEventStore,
+    projection: Tallies,
+) -> ProjectionEngine<annals_store_postgres::PgEventStore, PgCheckpoints> {
+    ProjectionEngine::new(store.clone(), PgCheckpoints::new(store))
+        .with_options(
+            EngineOptions::default()
+                .batch_size(200)
+                .idle_wait(Duration::from_millis(50)),
+        )
+        .register(projection)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_swaps_in_a_correct_table_while_readers_and_writers_carry_on() {
+    let (store, db) = fresh_store().await;
+    let head = append_tallies(&store, "s", 20, 6_000, 3).await;
+    // The buggy version built the live table.
+    let buggy = engine(
+        &store,
+        Tallies {
+            bug: true,
+            ..Tallies::default()
+        },
+    )
+    .start();
+    buggy
+        .wait_until_caught_up(head, WAIT)
+        .await
+        .expect("buggy caught up");
+    buggy.shutdown().await;
+    assert_ne!(
+        pg_rows(store.pool()).await,
+        expected_tallies(&store).await,
+        "the bug did not show"
+    );
+    let streams_before = pg_rows(store.pool()).await.len();
+
+    // The fixed version is deployed: it runs live (on the wrong table) while it rebuilds.
+    let fixed = engine(&store, Tallies::default());
+    let live = fixed.start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (pool, stop) = (store.pool().clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let streams: i64 = sqlx::query_scalar("SELECT count(*) FROM tallies")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("read");
+                assert!(
+                    streams as usize >= streams_before,
+                    "a reader saw a partial table: {streams} rows"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut last = Position::START;
+            while !stop.load(Ordering::SeqCst) {
+                last = append_tallies(&store, "w", 5, 30, 3).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            last
+        })
+    };
+    let mut reports = Vec::new();
+    fixed
+        .rebuild("tallies", |p| reports.push(p.clone()))
+        .await
+        .expect("rebuild");
+    stop.store(true, Ordering::SeqCst);
+    let reads = reader.await.expect("reader");
+    let last = writer.await.expect("writer");
+    live.wait_until_caught_up(last, WAIT)
+        .await
+        .expect("live after the swap");
+    live.shutdown().await;
+
+    assert!(reads > 10, "the reader hardly ran ({reads} reads)");
+    assert!(reports.last().is_some_and(|p| p.swapped), "no final report");
+    assert!(
+        reports.windows(2).all(|w| w[0].done <= w[1].done),
+        "progress went backwards"
+    );
+    assert_eq!(
+        pg_rows(store.pool()).await,
+        expected_tallies(&store).await,
+        "the rebuilt table differs from a replay"
+    );
+    let status = fixed.status().await.expect("status");
+    assert_ne!(status[0].state, ProjectionState::Rebuilding);
+    assert_eq!(
+        fixed.rebuild_checkpoint("tallies").await.expect("shadow"),
+        None,
+        "the shadow was left behind"
+    );
+    drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_rebuild_leaves_the_live_table_alone_and_resumes() {
+    let (store, db) = fresh_store().await;
+    let head = append_tallies(&store, "s", 20, 8_000, 4).await;
+    let buggy = engine(
+        &store,
+        Tallies {
+            bug: true,
+            ..Tallies::default()
+        },
+    )
+    .start();
+    buggy
+        .wait_until_caught_up(head, WAIT)
+        .await
+        .expect("buggy caught up");
+    buggy.shutdown().await;
+    let live_before = pg_rows(store.pool()).await;
+
+    let fixed = engine(
+        &store,
+        Tallies {
+            slow: Some(Duration::from_micros(100)),
+            ..Tallies::default()
+        },
+    );
+    let rebuild = {
+        let fixed = fixed.clone();
+        tokio::spawn(async move { fixed.rebuild("tallies", |_| {}).await })
+    };
+    loop {
+        if fixed
+            .rebuild_checkpoint("tallies")
+            .await
+            .expect("shadow")
+            .is_some_and(|p| p > Position::START)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    rebuild.abort();
+    assert!(
+        rebuild.await.is_err(),
+        "the rebuild finished before it could be interrupted"
+    );
+    assert_eq!(
+        pg_rows(store.pool()).await,
+        live_before,
+        "an interrupted rebuild changed the live table"
+    );
+    assert_eq!(
+        fixed.status().await.expect("status")[0].state,
+        ProjectionState::Rebuilding
+    );
+
+    let stopped_at = fixed
+        .rebuild_checkpoint("tallies")
+        .await
+        .expect("shadow")
+        .expect("a shadow to resume");
+    let mut resumed = None;
+    fixed
+        .rebuild("tallies", |p| resumed = p.resumed_from)
+        .await
+        .expect("resumed rebuild");
+    assert_eq!(resumed, Some(stopped_at), "did not resume where it stopped");
+    assert_eq!(pg_rows(store.pool()).await, expected_tallies(&store).await);
+
+    // Discarding: a new rebuild interrupted again, then thrown away.
+    assert!(!fixed
+        .discard_rebuild("tallies")
+        .await
+        .expect("discard nothing"));
+    drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_truncates_and_the_workers_replay() {
+    let (store, db) = fresh_store().await;
+    let head = append_tallies(&store, "s", 5, 500, 2).await;
+    let buggy = engine(
+        &store,
+        Tallies {
+            bug: true,
+            ..Tallies::default()
+        },
+    )
+    .start();
+    buggy
+        .wait_until_caught_up(head, WAIT)
+        .await
+        .expect("caught up");
+    buggy.shutdown().await;
+    let fixed = engine(&store, Tallies::default());
+    fixed.reset("tallies").await.expect("reset");
+    assert!(pg_rows(store.pool()).await.is_empty());
+    assert_eq!(
+        fixed.status().await.expect("status")[0].checkpoint,
+        Position::START
+    );
+    let running = fixed.start();
+    running
+        .wait_until_caught_up(head, WAIT)
+        .await
+        .expect("replayed");
+    running.shutdown().await;
+    assert_eq!(pg_rows(store.pool()).await, expected_tallies(&store).await);
+    assert!(matches!(
+        fixed.reset("nope").await,
+        Err(annals_projections::Error::UnknownProjection { .. })
+    ));
+    drop_database(&db).await;
+}
