@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod checkpoint;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod engine;
 mod error;
 mod memory;

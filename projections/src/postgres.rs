@@ -316,14 +316,23 @@ impl CheckpointStore for PgCheckpoints {
     }
 
     async fn reset(&self, projection: &str, tables: &[String]) -> Result<()> {
-        let tables = tables
-            .iter()
-            .map(|t| ident(t))
-            .collect::<Result<Vec<_>>>()?;
         let mut tx = self.pool().begin().await.map_err(sqlx_err)?;
         // Waits for a live batch in flight; the live worker then finds the checkpoint moved
         // and restarts from the start.
         self.lock_checkpoint(&mut tx, projection).await?;
+        let mut existing = Vec::new();
+        for table in tables {
+            let quoted = ident(table)?;
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(&quoted)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(sqlx_err)?;
+            if exists {
+                existing.push(quoted);
+            }
+        }
+        let tables = existing;
         if !tables.is_empty() {
             sqlx::query(&format!("TRUNCATE {}", tables.join(", ")))
                 .execute(&mut *tx)

@@ -238,10 +238,19 @@ async fn a_smaller_position_committed_last_by_a_younger_transaction_is_not_skipp
         .expect("a");
     older.execute("COMMIT").await.expect("commit older");
 
-    let first = store
-        .read_all(ReadAll::after(Position::START))
-        .await
-        .expect("read");
+    // Other tests' transactions can hold the horizon back for a moment: wait for `a`
+    // (`b` stays invisible as long as its transaction is open).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let first = store
+            .read_all(ReadAll::after(Position::START))
+            .await
+            .expect("read");
+        if !first.is_empty() || Instant::now() > deadline {
+            break first;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(first.iter().map(|e| e.event_id).collect::<Vec<_>>(), [a]);
     let checkpoint = first[0].position;
     younger.execute("COMMIT").await.expect("commit younger");

@@ -34,13 +34,19 @@ pub struct BalanceRow {
 impl BalanceRow {
     /// Folds one event into the row.
     pub fn apply(&mut self, event: &Envelope<AccountEvent>) {
+        self.apply_with(event, false);
+    }
+
+    fn apply_with(&mut self, event: &Envelope<AccountEvent>, bug: bool) {
         match &event.payload {
             AccountEvent::Opened { owner, currency } => {
                 self.owner.clone_from(owner);
                 self.currency.clone_from(currency);
                 self.status = "open".to_owned();
             }
-            AccountEvent::Deposited { amount } => self.balance += amount,
+            AccountEvent::Deposited { amount } => {
+                self.balance += if bug { 2 * amount } else { *amount };
+            }
             AccountEvent::Withdrawn { amount } => self.balance -= amount,
             AccountEvent::Closed => self.status = "closed".to_owned(),
         }
@@ -56,13 +62,36 @@ pub fn account_id(stream_id: &str) -> &str {
 
 /// Keeps `account_balances` current.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct AccountBalances;
+pub struct AccountBalances {
+    /// A deliberate bug for the rebuild demo and tests: deposits count twice.
+    pub bug: bool,
+    /// Test knob: sleep this long per batch (to interrupt a rebuild mid-way).
+    pub slow: Option<std::time::Duration>,
+}
+
+impl AccountBalances {
+    /// The projection, with the test-only knobs `BANK_BALANCES_BUG=1` (deposits count
+    /// twice) and `BANK_BALANCES_SLOW_MS=n` (sleep per batch) read from the environment.
+    pub fn from_env() -> Self {
+        Self {
+            bug: std::env::var("BANK_BALANCES_BUG").is_ok_and(|v| v == "1"),
+            slow: std::env::var("BANK_BALANCES_SLOW_MS")
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map(std::time::Duration::from_millis),
+        }
+    }
+}
 
 impl Projection<MemoryCheckpoints> for AccountBalances {
     type Event = AccountEvent;
 
     fn name(&self) -> &str {
         TABLE
+    }
+
+    fn tables(&self) -> Vec<String> {
+        vec![TABLE.to_owned()]
     }
 
     async fn handle(
@@ -72,7 +101,7 @@ impl Projection<MemoryCheckpoints> for AccountBalances {
     ) -> Result<(), HandlerError> {
         let id = account_id(&event.stream_id);
         let mut row: BalanceRow = tx.get(TABLE, id)?.unwrap_or_default();
-        row.apply(event);
+        row.apply_with(event, self.bug);
         tx.put(TABLE, id, &row)?;
         Ok(())
     }
@@ -83,6 +112,10 @@ impl Projection<PgCheckpoints> for AccountBalances {
 
     fn name(&self) -> &str {
         TABLE
+    }
+
+    fn tables(&self) -> Vec<String> {
+        vec![TABLE.to_owned()]
     }
 
     async fn setup(&self, tx: &mut PgTx) -> Result<(), HandlerError> {
@@ -128,7 +161,10 @@ impl Projection<PgCheckpoints> for AccountBalances {
         for event in events {
             rows.entry(account_id(&event.stream_id).to_owned())
                 .or_default()
-                .apply(event);
+                .apply_with(event, self.bug);
+        }
+        if let Some(slow) = self.slow {
+            tokio::time::sleep(slow).await;
         }
         let (ids, rows): (Vec<String>, Vec<BalanceRow>) = rows.into_iter().unzip();
         sqlx::query(include_str!("balances/upsert.sql"))

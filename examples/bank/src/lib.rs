@@ -5,6 +5,8 @@
 mod account;
 pub mod balances;
 mod scenario;
+mod simulate;
 
 pub use account::{AccountCommand, AccountEvent, AccountStatus, BankAccount, BankError, Cents};
 pub use scenario::{print_balances, run_scenario};
+pub use simulate::simulate;

@@ -1,94 +1,149 @@
-//! Run with: `cargo run -p bank` (in-memory store), or
+//! Run with: `cargo run -p bank` (the scenario on the in-memory store), or
 //! `cargo run -p bank -- --database-url postgres://root@127.0.0.1:5432/test` (PostgreSQL).
 //!
 //! The annals bank example: opens accounts, moves money, shows a rejected withdrawal,
-//! reloads an account from its events and prints its stream.
+//! reloads an account from its events, prints its stream and the `account_balances` read
+//! model. With `--database-url` it also mounts the annals operations CLI:
+//! `migrate`, `status`, `run`, `rebuild`, `reset`, `dead-letters`.
 
 use std::time::Duration;
 
-use annals_projections::{MemoryCheckpoints, PgCheckpoints, ProjectionEngine};
+use annals_projections::{
+    cli::{execute, ProjectionCommand},
+    MemoryCheckpoints, PgCheckpoints, ProjectionEngine,
+};
 use annals_store_memory::MemoryEventStore;
 use annals_store_postgres::PgEventStore;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use bank::balances::{self, AccountBalances, BalanceRow};
+use clap::{Parser, Subcommand};
 
-/// How long the example waits for its read model.
+/// How long the scenario waits for its read model.
 const CATCH_UP: Duration = Duration::from_secs(30);
 
-const USAGE: &str = "usage: bank [--database-url postgres://user@host:port/database]";
+/// The annals bank example.
+#[derive(Debug, Parser)]
+#[command(name = "bank", version, about)]
+struct Cli {
+    /// PostgreSQL URL (postgres://user@host:port/database). Without it the scenario runs on
+    /// the in-memory store.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-fn database_url() -> anyhow::Result<Option<String>> {
-    let mut args = std::env::args().skip(1);
-    let mut url = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--database-url" => url = Some(args.next().context(USAGE)?),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => match other.strip_prefix("--database-url=") {
-                Some(value) => url = Some(value.to_owned()),
-                None => bail!("unexpected argument {other:?}\n{USAGE}"),
-            },
-        }
-    }
-    Ok(url)
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the demo scenario (the default).
+    Scenario,
+    /// Issue pseudo-random deposits and withdrawals (load for demos and tests).
+    Simulate {
+        /// How many accounts.
+        #[arg(long, default_value_t = 10)]
+        accounts: usize,
+        /// How many commands.
+        #[arg(long, default_value_t = 100)]
+        commands: usize,
+        /// Account id prefix.
+        #[arg(long, default_value = "sim")]
+        prefix: String,
+    },
+    #[command(flatten)]
+    Ops(ProjectionCommand),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    // Account ids carry a per-run suffix, so the scenario can run again on a database that
-    // still holds the previous run's accounts.
-    let run_id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
-    match database_url()? {
-        None => {
-            println!("annals bank example on the in-memory store");
-            let store = MemoryEventStore::new();
-            let read = MemoryCheckpoints::new();
-            let projections = ProjectionEngine::new(store.clone(), read.clone())
-                .register(AccountBalances)
-                .start();
-            let last = bank::run_scenario(store, &run_id).await?;
-            projections.wait_until_caught_up(last, CATCH_UP).await?;
-            projections.shutdown().await;
-            let mine = |id: &String| id.ends_with(&run_id);
-            bank::print_balances(
-                read.rows::<BalanceRow>(balances::TABLE)
-                    .into_iter()
-                    .filter(|(id, _)| mine(id)),
-            );
-            Ok(())
-        }
-        Some(url) => {
+    let cli = Cli::parse();
+    match (cli.command.unwrap_or(Command::Scenario), cli.database_url) {
+        (Command::Scenario, None) => scenario_in_memory().await,
+        (Command::Scenario, Some(url)) => scenario_on_postgres(&connect(&url).await?).await,
+        (
+            Command::Simulate {
+                accounts,
+                commands,
+                prefix,
+            },
+            None,
+        ) => bank::simulate(MemoryEventStore::new(), &prefix, accounts, commands)
+            .await
+            .map(drop),
+        (
+            Command::Simulate {
+                accounts,
+                commands,
+                prefix,
+            },
+            Some(url),
+        ) => bank::simulate(connect(&url).await?, &prefix, accounts, commands)
+            .await
+            .map(drop),
+        (Command::Ops(_), None) => anyhow::bail!("this command needs --database-url"),
+        (Command::Ops(command), Some(url)) => {
             let store = PgEventStore::connect(&url).await?;
-            store
-                .migrate()
-                .await
-                .context("migrating the annals schema")?;
-            println!(
-                "annals bank example on PostgreSQL (schema {})",
-                store.schema()
-            );
-            let read = PgCheckpoints::new(&store);
-            let projections = ProjectionEngine::new(store.clone(), read.clone())
-                .register(AccountBalances)
-                .start();
-            let last = bank::run_scenario(store, &run_id).await?;
-            projections.wait_until_caught_up(last, CATCH_UP).await?;
-            projections.shutdown().await;
-            let accounts = [format!("ada-{run_id}"), format!("bob-{run_id}")];
-            let accounts: Vec<&str> = accounts.iter().map(String::as_str).collect();
-            let rows = balances::pg_rows(read.pool(), &accounts)
-                .await
-                .context("reading account_balances")?;
-            bank::print_balances(rows);
-            Ok(())
+            let engine = ProjectionEngine::new(store.clone(), PgCheckpoints::new(&store))
+                .register(AccountBalances::from_env());
+            Ok(execute(&engine, command).await?)
         }
     }
+}
+
+async fn connect(url: &str) -> anyhow::Result<PgEventStore> {
+    let store = PgEventStore::connect(url).await?;
+    store
+        .migrate()
+        .await
+        .context("migrating the annals schema")?;
+    Ok(store)
+}
+
+/// Account ids carry a per-run suffix, so the scenario can run again on a database that
+/// still holds the previous run's accounts.
+fn run_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()[20..].to_owned()
+}
+
+async fn scenario_in_memory() -> anyhow::Result<()> {
+    println!("annals bank example on the in-memory store");
+    let run_id = run_id();
+    let store = MemoryEventStore::new();
+    let read = MemoryCheckpoints::new();
+    let projections = ProjectionEngine::new(store.clone(), read.clone())
+        .register(AccountBalances::from_env())
+        .start();
+    let last = bank::run_scenario(store, &run_id).await?;
+    projections.wait_until_caught_up(last, CATCH_UP).await?;
+    projections.shutdown().await;
+    let rows = read.rows::<BalanceRow>(balances::TABLE);
+    bank::print_balances(rows.into_iter().filter(|(id, _)| id.ends_with(&run_id)));
+    Ok(())
+}
+
+async fn scenario_on_postgres(store: &PgEventStore) -> anyhow::Result<()> {
+    println!(
+        "annals bank example on PostgreSQL (schema {})",
+        store.schema()
+    );
+    let run_id = run_id();
+    let read = PgCheckpoints::new(store);
+    let projections = ProjectionEngine::new(store.clone(), read.clone())
+        .register(AccountBalances::from_env())
+        .start();
+    let last = bank::run_scenario(store.clone(), &run_id).await?;
+    projections.wait_until_caught_up(last, CATCH_UP).await?;
+    projections.shutdown().await;
+    let accounts = [format!("ada-{run_id}"), format!("bob-{run_id}")];
+    let accounts: Vec<&str> = accounts.iter().map(String::as_str).collect();
+    let rows = balances::pg_rows(read.pool(), &accounts)
+        .await
+        .context("reading account_balances")?;
+    bank::print_balances(rows);
+    Ok(())
 }

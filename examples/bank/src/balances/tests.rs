@@ -5,7 +5,7 @@ use super::*;
 #[tokio::test]
 async fn given_account_events_the_balances_table_holds_one_row_per_account() {
     let read = testkit::given(
-        AccountBalances,
+        AccountBalances::default(),
         [
             (
                 "account-ada",

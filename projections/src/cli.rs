@@ -1,0 +1,335 @@
+//! The embeddable operations CLI (feature `cli`): mount [`ProjectionCommand`] in your own
+//! clap binary, register your projections on a [`ProjectionEngine`], and call [`execute`].
+//!
+//! ```no_run
+//! use annals_projections::cli::{execute, ProjectionCommand};
+//! # use annals_projections::{PgCheckpoints, ProjectionEngine};
+//! # use annals_store_postgres::PgEventStore;
+//!
+//! #[derive(clap::Parser)]
+//! struct Cli {
+//!     #[arg(long)]
+//!     database_url: String,
+//!     #[command(subcommand)]
+//!     command: ProjectionCommand,
+//! }
+//!
+//! # async fn demo() -> annals_projections::Result<()> {
+//! let cli = <Cli as clap::Parser>::parse();
+//! let store = PgEventStore::connect(&cli.database_url).await?;
+//! let engine = ProjectionEngine::new(store.clone(), PgCheckpoints::new(&store));
+//! // .register(...) your projections
+//! execute(&engine, cli.command).await
+//! # }
+//! ```
+
+use std::{
+    io::{BufRead, IsTerminal, Write},
+    time::{Duration, Instant},
+};
+
+use annals_core::EventStore;
+use annals_store_postgres::PgEventStore;
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{Error, PgCheckpoints, ProjectionEngine, ProjectionStatus, RebuildProgress, Result};
+
+/// The operations commands.
+#[derive(Clone, Debug, Subcommand)]
+pub enum ProjectionCommand {
+    /// Create or update the annals tables (idempotent).
+    Migrate,
+    /// Show each projection's checkpoint, head, lag, state and dead letters.
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the projection workers until Ctrl-C (or SIGTERM).
+    Run,
+    /// Rebuild a projection into shadow tables while the live ones keep serving, then swap
+    /// them in atomically. An interrupted rebuild resumes when run again.
+    Rebuild {
+        /// The projection.
+        name: String,
+        /// Throw away an unfinished rebuild instead (the live tables are not touched).
+        #[arg(long)]
+        discard: bool,
+    },
+    /// Empty a projection's tables and replay the log into them (readers see an empty
+    /// table meanwhile: for small read models; prefer `rebuild`).
+    Reset {
+        /// The projection.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// List, retry or discard dead-lettered events.
+    #[command(subcommand)]
+    DeadLetters(DeadLetterCommand),
+}
+
+/// The `dead-letters` commands.
+#[derive(Clone, Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// List dead letters.
+    List {
+        /// Only this projection's.
+        #[arg(long)]
+        projection: Option<String>,
+    },
+    /// Run the handler on a dead-lettered event again; removes it when it succeeds.
+    Retry {
+        /// The dead letter's id (from `list`).
+        id: i64,
+    },
+    /// Delete a dead letter without applying it.
+    Discard {
+        /// The dead letter's id (from `list`).
+        id: i64,
+    },
+}
+
+type Engine = ProjectionEngine<PgEventStore, PgCheckpoints>;
+
+/// Runs one command, printing its results on standard output.
+///
+/// # Errors
+///
+/// Whatever the command hits: unknown projections (the error lists the known ones),
+/// store errors, a failed rebuild. The caller should exit non-zero.
+pub async fn execute(engine: &Engine, command: ProjectionCommand) -> Result<()> {
+    match command {
+        ProjectionCommand::Migrate => {
+            engine.store().migrate().await?;
+            println!("migrated schema {}", engine.store().schema());
+            Ok(())
+        }
+        ProjectionCommand::Status { json } => status(engine, json).await,
+        ProjectionCommand::Run => run(engine).await,
+        ProjectionCommand::Rebuild {
+            name,
+            discard: true,
+        } => {
+            if engine.discard_rebuild(&name).await? {
+                println!(
+                    "discarded the unfinished rebuild of {name}; the live tables were not touched"
+                );
+            } else {
+                println!("no unfinished rebuild of {name}");
+            }
+            Ok(())
+        }
+        ProjectionCommand::Rebuild {
+            name,
+            discard: false,
+        } => rebuild(engine, &name).await,
+        ProjectionCommand::Reset { name, yes } => reset(engine, &name, yes).await,
+        ProjectionCommand::DeadLetters(command) => dead_letters(engine, command).await,
+    }
+}
+
+fn status_json(s: &ProjectionStatus) -> serde_json::Value {
+    serde_json::json!({
+        "name": s.name,
+        "state": s.state.to_string(),
+        "checkpoint": s.checkpoint.to_string(),
+        "head": s.head.to_string(),
+        "lag": s.lag,
+        "dead_letters": s.dead_letters,
+        "error": s.error,
+    })
+}
+
+async fn status(engine: &Engine, json: bool) -> Result<()> {
+    let statuses = engine.status().await?;
+    if json {
+        let all: Vec<_> = statuses.iter().map(status_json).collect();
+        println!("{}", serde_json::Value::Array(all));
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<10} {:>16} {:>16} {:>10} {:>12}",
+        "PROJECTION", "STATE", "CHECKPOINT", "HEAD", "LAG", "DEAD LETTERS"
+    );
+    for s in &statuses {
+        println!(
+            "{:<24} {:<10} {:>16} {:>16} {:>10} {:>12}",
+            s.name,
+            s.state.to_string(),
+            s.checkpoint.to_string(),
+            s.head.to_string(),
+            s.lag,
+            s.dead_letters
+        );
+        if let Some(error) = &s.error {
+            println!("  halted: {error}");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn run(engine: &Engine) -> Result<()> {
+    let running = engine.start();
+    println!(
+        "running projections {}; Ctrl-C to stop",
+        engine.names().join(", ")
+    );
+    let _ = std::io::stdout().flush();
+    shutdown_signal().await;
+    println!("stopping after the current batches");
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Progress on a terminal: a bar with rate and ETA; otherwise a line every few seconds.
+struct Progress {
+    bar: Option<ProgressBar>,
+    last_line: Option<Instant>,
+}
+
+impl Progress {
+    fn new(name: &str) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            let style = ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/{len} events ({per_sec}, ETA {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_message(format!("rebuilding {name}"));
+            bar
+        });
+        Self {
+            bar,
+            last_line: None,
+        }
+    }
+
+    fn update(&mut self, p: &RebuildProgress, started: Instant) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+            return;
+        }
+        if self
+            .last_line
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(2))
+            && !p.swapped
+        {
+            return;
+        }
+        self.last_line = Some(Instant::now());
+        let rate = p.done as f64 / started.elapsed().as_secs_f64().max(0.001);
+        let left = p.total.saturating_sub(p.done) as f64 / rate.max(1.0);
+        eprintln!(
+            "rebuild {}: {}/{} events ({:.0}%), {:.0} events/s, ETA {:.0}s",
+            p.projection,
+            p.done,
+            p.total,
+            100.0 * p.done as f64 / p.total.max(1) as f64,
+            rate,
+            left
+        );
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
+
+async fn rebuild(engine: &Engine, name: &str) -> Result<()> {
+    if let Some(at) = engine.rebuild_checkpoint(name).await? {
+        println!(
+            "resuming the unfinished rebuild of {name} from {at} (use --discard to start over)"
+        );
+    }
+    let started = Instant::now();
+    let mut progress = Progress::new(name);
+    let result = engine.rebuild(name, |p| progress.update(p, started)).await;
+    progress.finish();
+    let at = result?;
+    println!(
+        "rebuilt {name} and swapped it in at {at} in {:.1}s; live workers continue from there",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn confirm(name: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Unsupported(
+            "reset needs --yes when there is no terminal to confirm on",
+        ));
+    }
+    print!("reset empties {name}'s tables and replays the whole log; readers see an empty table meanwhile.\ntype the projection name to confirm: ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(Error::backend)?;
+    Ok(line.trim() == name)
+}
+
+async fn reset(engine: &Engine, name: &str, yes: bool) -> Result<()> {
+    engine.rebuild_checkpoint(name).await?;
+    if !yes && !confirm(name)? {
+        println!("not confirmed; nothing changed");
+        return Ok(());
+    }
+    engine.reset(name).await?;
+    let head = engine.store().head().await?;
+    println!("reset {name}; replaying up to {head}");
+    let running = engine.start();
+    let caught_up = running
+        .wait_until_caught_up(head, Duration::from_secs(24 * 3600))
+        .await;
+    running.shutdown().await;
+    caught_up?;
+    println!("replayed {name} up to {head}");
+    Ok(())
+}
+
+async fn dead_letters(engine: &Engine, command: DeadLetterCommand) -> Result<()> {
+    match command {
+        DeadLetterCommand::List { projection } => {
+            let letters = engine.dead_letters(projection.as_deref()).await?;
+            if letters.is_empty() {
+                println!("no dead letters");
+            }
+            for letter in letters {
+                println!("{letter}");
+            }
+        }
+        DeadLetterCommand::Retry { id } => {
+            engine.retry_dead_letter(id).await?;
+            println!("dead letter {id} applied and removed");
+        }
+        DeadLetterCommand::Discard { id } => {
+            engine.discard_dead_letter(id).await?;
+            println!("dead letter {id} discarded");
+        }
+    }
+    Ok(())
+}
