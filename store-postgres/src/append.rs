@@ -104,12 +104,16 @@ impl PgEventStore {
                 .bind(&c.metadata)
                 .bind(&c.is_json)
                 .bind(&c.payloads)
-                .bind(self.inner.options.notify)
+                // NOTIFY happens after commit, outside this statement (see listen.rs).
+                .bind(false)
                 .fetch_one(&self.pool)
                 .await
                 .map_err(|e| from_append(e, &appends))?;
         let position = match (commit_id, last_position) {
-            (Some(commit), Some(last)) => Position::new(commit as u64, last as u64),
+            (Some(commit), Some(last)) => {
+                self.inner.wakeups.appended(self.inner.options.notify);
+                Position::new(commit as u64, last as u64)
+            }
             _ => self.head_position().await?,
         };
         let streams = appends

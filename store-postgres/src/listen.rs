@@ -1,20 +1,32 @@
-//! Live wake-ups: LISTEN on the store's channel as a hint, polling as the truth.
+//! Live wake-ups: NOTIFY after commit as a hint, LISTEN to hear other processes, polling as
+//! the truth.
+//!
+//! Appends do not NOTIFY inside their own transaction: Postgres serializes the commits of
+//! notifying transactions on one lock, which would stop concurrent appends from sharing a
+//! WAL flush. Instead a background task sends one coalesced NOTIFY after appends commit,
+//! and waiters in the same process are woken directly.
 
 use std::{
-    sync::OnceLock,
+    sync::{Arc, OnceLock, Weak},
     time::{Duration, Instant},
 };
 
 use sqlx::{postgres::PgListener, PgPool};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tracing::{debug, warn};
 
-/// Lazily starts one listener task per store; waiters subscribe to its counter.
+/// How often background tasks check that their store still exists.
+const ALIVE_CHECK: Duration = Duration::from_secs(5);
+
+/// Wake-ups for one store: a counter that moves on every append seen (here or, through
+/// LISTEN, in another process).
 #[derive(Debug)]
 pub(crate) struct Wakeups {
     pool: PgPool,
     channel: String,
-    counter: OnceLock<watch::Receiver<u64>>,
+    counter: Arc<watch::Sender<u64>>,
+    listener: OnceLock<()>,
+    notifier: OnceLock<Arc<Notify>>,
 }
 
 impl Wakeups {
@@ -22,78 +34,121 @@ impl Wakeups {
         Self {
             pool,
             channel,
-            counter: OnceLock::new(),
+            counter: Arc::new(watch::channel(0).0),
+            listener: OnceLock::new(),
+            notifier: OnceLock::new(),
         }
     }
 
-    /// A receiver that sees every notification after this call. Must be called inside a
-    /// tokio runtime (the first call spawns the listener).
+    /// A receiver that sees every wake-up after this call. Call inside a tokio runtime (the
+    /// first call starts the LISTEN task).
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
-        let mut rx = self
-            .counter
-            .get_or_init(|| {
-                let (tx, rx) = watch::channel(0);
-                tokio::spawn(listen(self.pool.clone(), self.channel.clone(), tx));
-                rx
-            })
-            .clone();
-        rx.mark_unchanged();
-        rx
+        self.listener.get_or_init(|| {
+            tokio::spawn(listen(
+                self.pool.clone(),
+                self.channel.clone(),
+                Arc::downgrade(&self.counter),
+            ));
+        });
+        self.counter.subscribe()
+    }
+
+    /// An append committed: wake local waiters now and, if `notify`, other processes soon.
+    pub(crate) fn appended(&self, notify: bool) {
+        self.counter.send_modify(|n| *n += 1);
+        if notify {
+            self.notifier
+                .get_or_init(|| {
+                    let wake = Arc::new(Notify::new());
+                    tokio::spawn(notifier(
+                        self.pool.clone(),
+                        self.channel.clone(),
+                        Arc::downgrade(&wake),
+                    ));
+                    wake
+                })
+                .notify_one();
+        }
     }
 }
 
-/// Waits for a notification or `nap`, whichever comes first.
+/// Waits for a wake-up or `nap`, whichever comes first.
 pub(crate) async fn nap(rx: &mut watch::Receiver<u64>, nap: Duration) {
     let started = Instant::now();
     if let Ok(Err(_)) = tokio::time::timeout(nap, rx.changed()).await {
-        // The listener is gone: fall back to plain polling.
         tokio::time::sleep(nap.saturating_sub(started.elapsed())).await;
     }
 }
 
-/// Runs until every receiver (every clone of the store) is dropped. Reconnects with a
-/// back-off; each (re)connection counts as a wake-up, since notifications sent while
-/// disconnected are lost.
-async fn listen(pool: PgPool, channel: String, tx: watch::Sender<u64>) {
+/// Sends one NOTIFY per burst of appends, outside any append's transaction.
+async fn notifier(pool: PgPool, channel: String, wake: Weak<Notify>) {
+    loop {
+        let Some(notify) = wake.upgrade() else { return };
+        let woke = tokio::time::timeout(ALIVE_CHECK, notify.notified())
+            .await
+            .is_ok();
+        drop(notify);
+        if woke {
+            if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(&channel)
+                .execute(&pool)
+                .await
+            {
+                debug!(%error, channel, "NOTIFY failed; listeners will poll");
+            }
+        }
+    }
+}
+
+/// Bumps the counter on every notification; each (re)connection counts as one too, since
+/// notifications sent while disconnected are lost. Ends when the store is dropped.
+async fn listen(pool: PgPool, channel: String, counter: Weak<watch::Sender<u64>>) {
+    let bump = |counter: &Weak<watch::Sender<u64>>| match counter.upgrade() {
+        Some(counter) => {
+            counter.send_modify(|n| *n += 1);
+            true
+        }
+        None => false,
+    };
     let mut backoff = Duration::from_millis(100);
     loop {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(&channel).await?;
             Ok::<_, sqlx::Error>(listener)
-        };
-        let mut listener = tokio::select! {
-            _ = tx.closed() => return,
-            connected = connected => match connected {
-                Ok(listener) => listener,
-                Err(error) => {
-                    warn!(%error, channel, "cannot LISTEN; live readers fall back to polling");
-                    tokio::select! {
-                        _ = tx.closed() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
+        }
+        .await;
+        let mut listener = match connected {
+            Ok(listener) => listener,
+            Err(error) => {
+                warn!(%error, channel, "cannot LISTEN; live readers fall back to polling");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                if counter.strong_count() == 0 {
+                    return;
                 }
-            },
+                continue;
+            }
         };
         debug!(channel, "listening for appends");
         backoff = Duration::from_millis(100);
-        tx.send_modify(|n| *n += 1);
+        if !bump(&counter) {
+            return;
+        }
         loop {
-            tokio::select! {
-                _ = tx.closed() => return,
-                received = listener.try_recv() => match received {
-                    Ok(Some(_)) => tx.send_modify(|n| *n += 1),
-                    Ok(None) => {
-                        // Connection lost; try_recv reconnects on the next call.
-                        tx.send_modify(|n| *n += 1);
+            match tokio::time::timeout(ALIVE_CHECK, listener.try_recv()).await {
+                Err(_) if counter.strong_count() == 0 => return,
+                Err(_) => {}
+                Ok(Ok(_)) => {
+                    // Some(notification), or None: connection lost, try_recv reconnects.
+                    if !bump(&counter) {
+                        return;
                     }
-                    Err(error) => {
-                        warn!(%error, channel, "LISTEN connection failed");
-                        break;
-                    }
-                },
+                }
+                Ok(Err(error)) => {
+                    warn!(%error, channel, "LISTEN connection failed");
+                    break;
+                }
             }
         }
     }

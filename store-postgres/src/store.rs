@@ -49,9 +49,11 @@ impl PgStoreOptions {
         self
     }
 
-    /// Whether appends send a NOTIFY so live readers wake up at once (default true).
-    /// Without it, [`wait_for_events`](annals_core::EventStore::wait_for_events) still
-    /// works by polling.
+    /// Whether appends send a NOTIFY so live readers in other processes wake up at once
+    /// (default true). It is sent after commit by a background task, one per burst of
+    /// appends, so it never serializes appends. Readers in the same process are woken
+    /// directly either way, and without it
+    /// [`wait_for_events`](annals_core::EventStore::wait_for_events) still works by polling.
     #[must_use]
     pub fn notify(mut self, notify: bool) -> Self {
         self.notify = notify;

@@ -38,10 +38,32 @@ async fn notify_wakes_a_waiter_long_before_the_poll_interval() {
     let store = dbs
         .store_with(PgStoreOptions::new().poll_interval(Duration::from_secs(60)))
         .await;
-    let latency = wake_latency(store.clone(), store).await;
+    // Another handle on the store, as another process would be: it cannot wake the
+    // waiter directly.
+    let writer =
+        PgEventStore::with_options(store.pool().clone(), PgStoreOptions::new()).expect("writer");
+    let latency = wake_latency(store, writer).await;
     assert!(
         latency < Duration::from_secs(3),
         "woke after {latency:?}: NOTIFY did not arrive"
+    );
+    dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_waiters_wake_at_once_without_notify() {
+    let dbs = TestDatabases::default();
+    let store = dbs
+        .store_with(
+            PgStoreOptions::new()
+                .notify(false)
+                .poll_interval(Duration::from_secs(60)),
+        )
+        .await;
+    let latency = wake_latency(store.clone(), store).await;
+    assert!(
+        latency < Duration::from_secs(1),
+        "a waiter on the same store took {latency:?}"
     );
     dbs.drop_all().await;
 }
@@ -56,7 +78,12 @@ async fn without_notify_polling_still_finds_the_event() {
                 .poll_interval(Duration::from_millis(100)),
         )
         .await;
-    let latency = wake_latency(store.clone(), store).await;
+    // Another handle on the store, as another process would be: it cannot wake the
+    // waiter directly.
+    let writer =
+        PgEventStore::with_options(store.pool().clone(), PgStoreOptions::new().notify(false))
+            .expect("writer");
+    let latency = wake_latency(store, writer).await;
     assert!(latency < Duration::from_secs(3), "polling took {latency:?}");
     dbs.drop_all().await;
 }
@@ -82,7 +109,11 @@ async fn a_killed_listen_connection_costs_latency_not_events() {
         .map(|row| sqlx::Row::get(&row, 0))
         .expect("terminate the listener");
     assert_eq!(killed, 1, "expected exactly one LISTEN connection");
-    let latency = wake_latency(store.clone(), store).await;
+    // Another handle on the store, as another process would be: it cannot wake the
+    // waiter directly.
+    let writer =
+        PgEventStore::with_options(store.pool().clone(), PgStoreOptions::new()).expect("writer");
+    let latency = wake_latency(store, writer).await;
     assert!(
         latency < Duration::from_secs(5),
         "the waiter took {latency:?}"

@@ -1,0 +1,512 @@
+//! annals on PostgreSQL against raw SQL doing the same work, in the same run.
+//!
+//! Run with: `cargo bench -p annals-benches --bench postgres`
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use annals_benches::{bench_pool, criterion_dir, print_summary, raw_tables, runtime, store, Pair};
+use annals_core::{
+    encode_event, Encoding, EventStore, ExpectedVersion, NewEvent, Position, Repository,
+    RepositoryOptions, SnapshotStore,
+};
+use annals_projections::{PgCheckpoints, ProjectionEngine};
+use annals_store_postgres::PgEventStore;
+use bank::{
+    balances::{account_id, AccountBalances, BalanceRow},
+    AccountCommand, AccountEvent, BankAccount,
+};
+use criterion::{Criterion, Throughput};
+use sqlx::{PgPool, Row};
+use tokio::runtime::Runtime;
+
+fn deposit(amount: i64) -> NewEvent {
+    encode_event(&AccountEvent::Deposited { amount }, Encoding::Json).expect("encode")
+}
+
+const RAW_INSERT: &str =
+    "INSERT INTO raw_events (event_id, stream_id, stream_version, event_type, payload)
+                          VALUES ($1, $2, $3, $4, $5::jsonb)";
+
+async fn raw_insert(pool: &PgPool, stream: &str, version: i64, event: &NewEvent) {
+    sqlx::query(RAW_INSERT)
+        .bind(event.event_id)
+        .bind(stream)
+        .bind(version)
+        .bind(&event.event_type)
+        .bind(std::str::from_utf8(&event.payload).expect("json"))
+        .execute(pool)
+        .await
+        .expect("raw insert");
+}
+
+/// 1: one event per append, sequential, to one stream at its expected version.
+fn append_one(c: &mut Criterion, rt: &Runtime, store: &PgEventStore, pool: &PgPool) {
+    let mut group = c.benchmark_group("append_1");
+    group.throughput(Throughput::Elements(1));
+    let version = AtomicU64::new(0);
+    group.bench_function("annals", |b| {
+        b.to_async(rt).iter(|| async {
+            let v = version.fetch_add(1, Ordering::SeqCst);
+            store
+                .append_to_stream("seq", ExpectedVersion::Exact(v), vec![deposit(1)])
+                .await
+                .expect("append");
+        })
+    });
+    let raw_version = AtomicU64::new(0);
+    group.bench_function("raw_sql", |b| {
+        b.to_async(rt).iter(|| async {
+            let v = raw_version.fetch_add(1, Ordering::SeqCst) + 1;
+            raw_insert(pool, "seq", v as i64, &deposit(1)).await;
+        })
+    });
+    group.finish();
+}
+
+/// 2: the same from 8 concurrent tasks, each on its own stream.
+fn append_concurrent(c: &mut Criterion, rt: &Runtime, store: &PgEventStore, pool: &PgPool) {
+    const TASKS: u64 = 8;
+    let mut group = c.benchmark_group("append_1_x8");
+    group.throughput(Throughput::Elements(TASKS));
+    let round = AtomicU64::new(0);
+    group.bench_function("annals", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let r = round.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let started = Instant::now();
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|t| {
+                        let store = store.clone();
+                        tokio::spawn(async move {
+                            let stream = format!("conc-{r}-{t}");
+                            for v in 0..iters {
+                                store
+                                    .append_to_stream(
+                                        &stream,
+                                        ExpectedVersion::Exact(v),
+                                        vec![deposit(1)],
+                                    )
+                                    .await
+                                    .expect("append");
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.expect("task");
+                }
+                started.elapsed()
+            }
+        })
+    });
+    let raw_round = AtomicU64::new(0);
+    group.bench_function("raw_sql", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let r = raw_round.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let started = Instant::now();
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|t| {
+                        let pool = pool.clone();
+                        tokio::spawn(async move {
+                            let stream = format!("conc-{r}-{t}");
+                            for v in 0..iters {
+                                raw_insert(&pool, &stream, v as i64 + 1, &deposit(1)).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.expect("task");
+                }
+                started.elapsed()
+            }
+        })
+    });
+    group.finish();
+}
+
+/// 3: batches of 100 events in one call vs one multi-row INSERT.
+fn append_batch(c: &mut Criterion, rt: &Runtime, store: &PgEventStore, pool: &PgPool) {
+    let mut group = c.benchmark_group("append_100");
+    group.throughput(Throughput::Elements(100));
+    let n = AtomicU64::new(0);
+    group.bench_function("annals", |b| {
+        b.to_async(rt).iter(|| async {
+            let stream = format!("batch-{}", n.fetch_add(1, Ordering::SeqCst));
+            let events = (0..100).map(deposit).collect();
+            store
+                .append_to_stream(&stream, ExpectedVersion::NoStream, events)
+                .await
+                .expect("append");
+        })
+    });
+    let raw_n = AtomicU64::new(0);
+    group.bench_function("raw_sql", |b| {
+        b.to_async(rt).iter(|| async {
+            let stream = format!("batch-{}", raw_n.fetch_add(1, Ordering::SeqCst));
+            let events: Vec<NewEvent> = (0..100).map(deposit).collect();
+            sqlx::query(
+                "INSERT INTO raw_events (event_id, stream_id, stream_version, event_type, payload)
+                 SELECT id, $2, v, t, p::jsonb
+                 FROM unnest($1::uuid[], $3::bigint[], $4::text[], $5::text[]) AS u (id, v, t, p)",
+            )
+            .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+            .bind(&stream)
+            .bind((1..=100i64).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.event_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| std::str::from_utf8(&e.payload).expect("json"))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(pool)
+            .await
+            .expect("raw batch");
+        })
+    });
+    group.finish();
+}
+
+/// 4: commands through the repository, on fresh aggregates and on one hot aggregate; the
+/// baseline is the physical minimum of a command: one read of the stream's tail and one
+/// INSERT.
+fn commands(c: &mut Criterion, rt: &Runtime, store: &PgEventStore, pool: &PgPool) {
+    let mut group = c.benchmark_group("command");
+    group.throughput(Throughput::Elements(1));
+    let accounts = Repository::<BankAccount, _>::new(store.clone());
+    let n = AtomicU64::new(0);
+    group.bench_function("annals_fresh", |b| {
+        b.to_async(rt).iter(|| async {
+            let id = format!("fresh-{}", n.fetch_add(1, Ordering::SeqCst));
+            let open = AccountCommand::Open {
+                owner: "Ada".into(),
+                currency: "EUR".into(),
+            };
+            accounts.execute(&id, open).await.expect("open");
+        })
+    });
+    rt.block_on(async {
+        let open = AccountCommand::Open {
+            owner: "Hot".into(),
+            currency: "EUR".into(),
+        };
+        accounts.execute("hot", open).await.expect("open hot");
+        for _ in 0..2_000 {
+            accounts
+                .execute("hot", AccountCommand::Deposit { amount: 1 })
+                .await
+                .expect("warm hot");
+        }
+    });
+    group.bench_function("annals_hot", |b| {
+        b.to_async(rt).iter(|| async {
+            accounts
+                .execute("hot", AccountCommand::Deposit { amount: 1 })
+                .await
+                .expect("deposit");
+        })
+    });
+    let raw_version = AtomicU64::new(0);
+    group.bench_function("raw_sql", |b| {
+        b.to_async(rt).iter(|| async {
+            let v = raw_version.fetch_add(1, Ordering::SeqCst) as i64;
+            let tail = sqlx::query("SELECT payload::text FROM raw_events WHERE stream_id = 'cmd' AND stream_version > $1")
+                .bind(v)
+                .fetch_all(pool)
+                .await
+                .expect("raw load");
+            assert!(tail.is_empty());
+            raw_insert(pool, "cmd", v + 1, &deposit(1)).await;
+        })
+    });
+    group.finish();
+}
+
+/// 5: loading a 10,000-event aggregate with and without a snapshot, and a 10-event one.
+fn load(c: &mut Criterion, rt: &Runtime, store: &PgEventStore) {
+    let plain = Repository::<BankAccount, _>::new(store.clone())
+        .with_options(RepositoryOptions::default().snapshot_every(None));
+    rt.block_on(async {
+        let opened = encode_event(
+            &AccountEvent::Opened {
+                owner: "Big".into(),
+                currency: "EUR".into(),
+            },
+            Encoding::Json,
+        )
+        .expect("encode");
+        for id in ["big", "big-snap"] {
+            let stream = format!("account-{id}");
+            let mut opened = opened.clone();
+            opened.event_id = uuid::Uuid::now_v7();
+            store
+                .append_to_stream(&stream, ExpectedVersion::NoStream, vec![opened])
+                .await
+                .expect("open");
+            for _ in 0..10 {
+                let events: Vec<NewEvent> = (0..999).map(|_| deposit(1)).collect();
+                store
+                    .append_to_stream(&stream, ExpectedVersion::Any, events)
+                    .await
+                    .expect("fill");
+            }
+        }
+        let small = "account-small";
+        store
+            .append_to_stream(
+                small,
+                ExpectedVersion::NoStream,
+                vec![{
+                    let mut e = opened.clone();
+                    e.event_id = uuid::Uuid::now_v7();
+                    e
+                }],
+            )
+            .await
+            .expect("open small");
+        store
+            .append_to_stream(small, ExpectedVersion::Any, (0..9).map(deposit).collect())
+            .await
+            .expect("small");
+        let loaded = plain.load("big-snap").await.expect("load");
+        store
+            .save_snapshot(annals_core::Snapshot {
+                stream_id: "account-big-snap".into(),
+                aggregate_type: "account".into(),
+                schema_version: 1,
+                stream_version: loaded.version,
+                encoding: Encoding::Postcard,
+                payload: Encoding::Postcard.encode(&loaded.state).expect("snapshot"),
+                taken_at: chrono_now(),
+            })
+            .await
+            .expect("save snapshot");
+    });
+    let mut group = c.benchmark_group("load");
+    group.throughput(Throughput::Elements(1));
+    for (name, id) in [
+        ("10k_events", "big"),
+        ("10k_with_snapshot", "big-snap"),
+        ("10_events", "small"),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(rt).iter(|| async {
+                let loaded = plain.load(id).await.expect("load");
+                assert!(loaded.version >= 10);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// 6: projection catch-up over 100,000 events into a read table, against reading pages
+/// and upserting the same rows with plain SQL (no checkpoint, no leases, no fencing).
+fn catch_up(c: &mut Criterion, rt: &Runtime, pool: &PgPool) {
+    const EVENTS: u64 = 100_000;
+    let store = rt.block_on(async {
+        let store = store(pool, "catchup").await;
+        for batch in 0..(EVENTS / 1_000) {
+            let stream = format!("account-c{}", batch % 1_000);
+            let events: Vec<NewEvent> = (0..1_000).map(|i| deposit(i % 97 + 1)).collect();
+            store
+                .append_to_stream(&stream, ExpectedVersion::Any, events)
+                .await
+                .expect("fill");
+        }
+        store
+    });
+    let engine = ProjectionEngine::new(store.clone(), PgCheckpoints::new(&store))
+        .with_options(annals_projections::EngineOptions::default().batch_size(5_000))
+        .register(AccountBalances::default());
+    let mut group = c.benchmark_group("catch_up_100k");
+    group.throughput(Throughput::Elements(EVENTS));
+    group.sample_size(10);
+    group.bench_function("annals", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let (engine, store) = (engine.clone(), store.clone());
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    engine.reset("account_balances").await.ok();
+                    let head = store.head().await.expect("head");
+                    let started = Instant::now();
+                    let running = engine.start();
+                    running
+                        .wait_until_caught_up(head, Duration::from_secs(600))
+                        .await
+                        .expect("caught up");
+                    total += started.elapsed();
+                    running.shutdown().await;
+                }
+                total
+            }
+        })
+    });
+    group.bench_function("raw_sql", |b| {
+        b.to_async(rt).iter_custom(|iters| async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                sqlx::query("TRUNCATE raw_balances")
+                    .execute(pool)
+                    .await
+                    .expect("truncate");
+                let started = Instant::now();
+                raw_catch_up(pool).await;
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+async fn raw_catch_up(pool: &PgPool) {
+    let mut after = 0i64;
+    loop {
+        let rows = sqlx::query(
+            "SELECT global_position, stream_id, event_type, payload::text AS payload, recorded_at
+             FROM catchup.events WHERE global_position > $1 ORDER BY global_position LIMIT 5000",
+        )
+        .bind(after)
+        .fetch_all(pool)
+        .await
+        .expect("page");
+        let Some(last) = rows.last() else { break };
+        after = last.get("global_position");
+        let mut tx = pool.begin().await.expect("begin");
+        let mut balances = std::collections::BTreeMap::<String, BalanceRow>::new();
+        for row in &rows {
+            let stream: String = row.get("stream_id");
+            let event_type: String = row.get("event_type");
+            let payload: String = row.get("payload");
+            let event: AccountEvent = serde_json::from_str(&format!(
+                "{{{}:{payload}}}",
+                serde_json::to_string(&event_type).expect("tag")
+            ))
+            .expect("decode");
+            let envelope = annals_core::Envelope {
+                event_id: uuid::Uuid::nil(),
+                stream_id: stream.clone(),
+                stream_version: 0,
+                position: Position::START,
+                event_type,
+                schema_version: 1,
+                recorded_at: row.get("recorded_at"),
+                metadata: Default::default(),
+                payload: event,
+            };
+            balances
+                .entry(account_id(&stream).to_owned())
+                .or_default()
+                .apply(&envelope);
+        }
+        let (ids, rows): (Vec<String>, Vec<BalanceRow>) = balances.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO raw_balances AS b (account_id, owner, currency, balance, status, last_activity, events_applied)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::timestamptz[], $7::bigint[])
+             ON CONFLICT (account_id) DO UPDATE
+             SET balance = b.balance + excluded.balance, events_applied = b.events_applied + excluded.events_applied,
+                 last_activity = excluded.last_activity",
+        )
+        .bind(&ids)
+        .bind(rows.iter().map(|r| r.owner.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.balance).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.last_activity).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.events_applied).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .expect("upsert");
+        tx.commit().await.expect("commit");
+    }
+}
+
+fn main() {
+    let rt = runtime();
+    let pool = rt.block_on(bench_pool());
+    let store = rt.block_on(async {
+        raw_tables(&pool).await;
+        store(&pool, "annals").await
+    });
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .output_directory(&criterion_dir())
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    append_one(&mut c, &rt, &store, &pool);
+    append_concurrent(&mut c, &rt, &store, &pool);
+    append_batch(&mut c, &rt, &store, &pool);
+    commands(&mut c, &rt, &store, &pool);
+    load(&mut c, &rt, &store);
+    catch_up(&mut c, &rt, &pool);
+    c.final_summary();
+    print_summary(
+        "annals on PostgreSQL vs raw SQL (same run)",
+        &[
+            Pair {
+                group: "append_1",
+                annals: "annals",
+                baseline: Some("raw_sql"),
+                events: 1,
+            },
+            Pair {
+                group: "append_1_x8",
+                annals: "annals",
+                baseline: Some("raw_sql"),
+                events: 8,
+            },
+            Pair {
+                group: "append_100",
+                annals: "annals",
+                baseline: Some("raw_sql"),
+                events: 100,
+            },
+            Pair {
+                group: "command",
+                annals: "annals_fresh",
+                baseline: Some("raw_sql"),
+                events: 1,
+            },
+            Pair {
+                group: "command",
+                annals: "annals_hot",
+                baseline: Some("raw_sql"),
+                events: 1,
+            },
+            Pair {
+                group: "load",
+                annals: "10k_events",
+                baseline: Some("10_events"),
+                events: 1,
+            },
+            Pair {
+                group: "load",
+                annals: "10k_with_snapshot",
+                baseline: Some("10_events"),
+                events: 1,
+            },
+            Pair {
+                group: "catch_up_100k",
+                annals: "annals",
+                baseline: Some("raw_sql"),
+                events: 100_000,
+            },
+        ],
+    );
+}

@@ -1,0 +1,149 @@
+//! Shared setup for the annals benchmarks: a bench database, raw-SQL baseline tables, and
+//! the ratio summary printed after criterion's own report.
+//!
+//! Run with: `cargo bench -p annals-benches` (PostgreSQL at `DATABASE_URL`, default
+//! `postgres://root@127.0.0.1:5432/test`; the benches create `annals_bench`).
+
+use std::{path::PathBuf, str::FromStr, time::Duration};
+
+use annals_store_postgres::{PgEventStore, PgStoreOptions};
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    Connection, Executor, PgConnection, PgPool,
+};
+
+/// The server the benches run against.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned())
+}
+
+/// A multi-threaded runtime for async benches.
+///
+/// # Panics
+///
+/// When the runtime cannot start.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Where criterion writes its estimates (read back by [`print_summary`]).
+pub fn criterion_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/criterion")
+}
+
+/// Drops and recreates the database `annals_bench` and returns a pool on it.
+///
+/// # Panics
+///
+/// When PostgreSQL cannot be reached: benches need a real server.
+pub async fn bench_pool() -> PgPool {
+    let mut admin = PgConnection::connect(&database_url())
+        .await
+        .unwrap_or_else(|e| panic!("benches need PostgreSQL at DATABASE_URL: {e}"));
+    admin
+        .execute("DROP DATABASE IF EXISTS annals_bench WITH (FORCE)")
+        .await
+        .expect("drop bench database");
+    admin
+        .execute("CREATE DATABASE annals_bench")
+        .await
+        .expect("create bench database");
+    let options = PgConnectOptions::from_str(&database_url())
+        .expect("DATABASE_URL")
+        .database("annals_bench");
+    PgPoolOptions::new()
+        .max_connections(24)
+        .connect_with(options)
+        .await
+        .expect("connect to annals_bench")
+}
+
+/// A migrated store in `schema` of the bench database.
+///
+/// # Panics
+///
+/// When the migration fails.
+pub async fn store(pool: &PgPool, schema: &str) -> PgEventStore {
+    let store = PgEventStore::with_options(pool.clone(), PgStoreOptions::new().schema(schema))
+        .expect("schema name");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+/// The raw baseline: the same columns as annals' events table, written with plain INSERTs
+/// (no stream table, no expected-version check, no transaction id).
+///
+/// # Panics
+///
+/// When the DDL fails.
+pub async fn raw_tables(pool: &PgPool) {
+    pool.execute(
+        "CREATE TABLE raw_events (
+            global_position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            event_id uuid NOT NULL UNIQUE,
+            stream_id text NOT NULL,
+            stream_version bigint NOT NULL,
+            event_type text NOT NULL,
+            schema_version integer NOT NULL DEFAULT 1,
+            recorded_at timestamptz NOT NULL DEFAULT now(),
+            payload jsonb NOT NULL,
+            UNIQUE (stream_id, stream_version))",
+    )
+    .await
+    .expect("raw_events");
+    pool.execute(include_str!("raw_balances.sql"))
+        .await
+        .expect("raw_balances");
+}
+
+/// One comparison in the summary: annals' bench and its baseline, and how many events
+/// one iteration handles.
+#[derive(Clone, Copy, Debug)]
+pub struct Pair {
+    /// Criterion group.
+    pub group: &'static str,
+    /// annals' bench in the group.
+    pub annals: &'static str,
+    /// The baseline bench in the group (`None`: absolute numbers only).
+    pub baseline: Option<&'static str>,
+    /// Events per iteration.
+    pub events: u64,
+}
+
+fn mean(group: &str, bench: &str) -> Option<Duration> {
+    let path = criterion_dir()
+        .join(group)
+        .join(bench)
+        .join("new/estimates.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let ns = json["mean"]["point_estimate"].as_f64()?;
+    Some(Duration::from_nanos(ns as u64))
+}
+
+/// Prints events/s and the ratio to the baseline for each pair that ran.
+pub fn print_summary(title: &str, pairs: &[Pair]) {
+    println!("\n{title}");
+    println!(
+        "{:<34} {:>14} {:>14} {:>8}",
+        "workload", "annals ev/s", "baseline ev/s", "ratio"
+    );
+    for pair in pairs {
+        let Some(ours) = mean(pair.group, pair.annals) else {
+            continue;
+        };
+        let rate = |d: Duration| pair.events as f64 / d.as_secs_f64();
+        let base = pair.baseline.and_then(|b| mean(pair.group, b));
+        println!(
+            "{:<34} {:>14.0} {:>14} {:>8}",
+            format!("{}/{}", pair.group, pair.annals),
+            rate(ours),
+            base.map_or("-".to_owned(), |b| format!("{:.0}", rate(b))),
+            base.map_or("-".to_owned(), |b| format!("{:.2}", rate(ours) / rate(b))),
+        );
+    }
+}
