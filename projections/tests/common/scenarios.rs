@@ -156,10 +156,10 @@ where
         .with_options(fast())
         .register(projection.clone());
     let running = engine.start();
+    let mut head = Position::START;
     for n in [1, 13, 2] {
-        append_n(&store, n).await;
+        head = append_n(&store, n).await;
     }
-    let head = store.head().await.expect("head");
     running
         .wait_until_caught_up(head, WAIT)
         .await
