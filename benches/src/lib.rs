@@ -68,8 +68,10 @@ pub async fn bench_pool() -> PgPool {
 ///
 /// When the migration fails.
 pub async fn store(pool: &PgPool, schema: &str) -> PgEventStore {
-    let store = PgEventStore::with_options(pool.clone(), PgStoreOptions::new().schema(schema))
-        .expect("schema name");
+    // ANNALS_BENCH_NOTIFY=0 measures appends without the post-commit NOTIFY.
+    let notify = std::env::var("ANNALS_BENCH_NOTIFY").map_or(true, |v| v != "0");
+    let options = PgStoreOptions::new().schema(schema).notify(notify);
+    let store = PgEventStore::with_options(pool.clone(), options).expect("schema name");
     store.migrate().await.expect("migrate");
     store
 }
