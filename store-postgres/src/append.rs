@@ -5,7 +5,10 @@ use annals_core::{
     AppendResult, Encoding, Error, ExpectedVersion, Position, Result, StreamAppend, StreamVersion,
 };
 
-use crate::{error::from_append, PgEventStore};
+use crate::{
+    error::{from_append, from_sqlx},
+    PgEventStore,
+};
 
 /// The batch as the parallel arrays `append_events` takes.
 #[derive(Default)]
@@ -84,6 +87,14 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// What the single-statement fast path concluded.
+enum Fast {
+    Done(AppendResult),
+    Conflict(u64),
+    /// Not decidable here (a missing stream under `Any`, a race): use `append_events`.
+    Fallback,
+}
+
 impl PgEventStore {
     pub(crate) async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<AppendResult> {
         if appends.is_empty() {
@@ -93,6 +104,24 @@ impl PgEventStore {
             });
         }
         let c = Columns::new(&appends)?;
+        if let [append] = appends.as_slice() {
+            if !append.events.is_empty() {
+                match self.append_one(append, &c).await? {
+                    Fast::Done(result) => {
+                        self.inner.wakeups.appended(self.inner.options.notify);
+                        return Ok(result);
+                    }
+                    Fast::Conflict(actual) => {
+                        return Err(Error::Conflict {
+                            stream_id: append.stream_id.clone(),
+                            expected: append.expected,
+                            actual,
+                        })
+                    }
+                    Fast::Fallback => {}
+                }
+            }
+        }
         let (versions, commit_id, last_position): (Vec<i64>, Option<i64>, Option<i64>) =
             sqlx::query_as(&self.inner.sql.append)
                 .bind(&c.streams)
@@ -125,5 +154,52 @@ impl PgEventStore {
             })
             .collect();
         Ok(AppendResult { position, streams })
+    }
+
+    /// One statement for the common case, one stream: an UPDATE (or, for a new stream, an
+    /// INSERT) of its row and the INSERT of its events, with no plpgsql call.
+    async fn append_one(&self, append: &StreamAppend, c: &Columns<'_>) -> Result<Fast> {
+        let count = c.event_ids.len() as i64;
+        let creating = matches!(
+            append.expected,
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0)
+        );
+        let query = if creating {
+            sqlx::query_as(&self.inner.sql.append_new)
+                .bind(&append.stream_id)
+                .bind(count)
+        } else {
+            sqlx::query_as(&self.inner.sql.append_existing)
+                .bind(&append.stream_id)
+                .bind(count)
+                .bind(c.expected[0])
+        };
+        let (base, last_position, commit_id): (Option<i64>, Option<i64>, i64) = query
+            .bind(&c.event_ids)
+            .bind(&c.event_types)
+            .bind(&c.schema_versions)
+            .bind(&c.metadata)
+            .bind(&c.is_json)
+            .bind(&c.payloads)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        if let (Some(base), Some(last)) = (base, last_position) {
+            return Ok(Fast::Done(AppendResult {
+                position: Position::new(commit_id as u64, last as u64),
+                streams: vec![StreamVersion {
+                    stream_id: append.stream_id.clone(),
+                    version: (base + count) as u64,
+                }],
+            }));
+        }
+        // Refused: report the version that refused it, unless it now satisfies the
+        // expectation (a race, or a missing stream under `Any`): then take the general path.
+        let actual = self.version_of(&append.stream_id).await?;
+        if append.expected.matches(actual) {
+            Ok(Fast::Fallback)
+        } else {
+            Ok(Fast::Conflict(actual))
+        }
     }
 }

@@ -5,6 +5,8 @@
 #[derive(Debug)]
 pub(crate) struct Queries {
     pub(crate) append: String,
+    pub(crate) append_existing: String,
+    pub(crate) append_new: String,
     pub(crate) read_stream_forward: String,
     pub(crate) read_stream_backward: String,
     pub(crate) read_all: String,
@@ -21,6 +23,8 @@ impl Queries {
         let q = |sql: &str| sql.replace("{schema}", quoted_schema);
         Self {
             append: q(include_str!("sql/append.sql")),
+            append_existing: q(include_str!("sql/append_existing.sql")),
+            append_new: q(include_str!("sql/append_new.sql")),
             read_stream_forward: q(include_str!("sql/read_stream_forward.sql")),
             read_stream_backward: q(include_str!("sql/read_stream_backward.sql")),
             read_all: q(include_str!("sql/read_all.sql")),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use annals_core::{
     Encoding, Error, EventStore, ExpectedVersion, NewEvent, Position, ReadAll, ReadStream,
+    StreamAppend,
 };
 use annals_store_postgres::PgEventStore;
 use common::TestDatabases;
@@ -23,6 +24,12 @@ fn event(n: u64) -> NewEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_killed_mid_append_leaves_nothing_and_the_pool_recovers() {
+    // One stream takes the single-statement path, two streams the append_events function.
+    kill_mid_append(false).await;
+    kill_mid_append(true).await;
+}
+
+async fn kill_mid_append(multi_stream: bool) {
     let dbs = TestDatabases::default();
     let store = dbs.store().await;
 
@@ -45,13 +52,19 @@ async fn a_connection_killed_mid_append_leaves_nothing_and_the_pool_recovers() {
     let append = {
         let store = store.clone();
         tokio::spawn(async move {
-            store
-                .append_to_stream(
-                    "victim",
-                    ExpectedVersion::NoStream,
-                    vec![event(1), event(2), third],
-                )
-                .await
+            let mut appends = vec![StreamAppend::new(
+                "victim",
+                ExpectedVersion::NoStream,
+                vec![event(1), event(2), third],
+            )];
+            if multi_stream {
+                appends.push(StreamAppend::new(
+                    "victim-2",
+                    ExpectedVersion::Any,
+                    vec![event(4)],
+                ));
+            }
+            store.append(appends).await
         })
     };
 
@@ -65,7 +78,7 @@ async fn a_connection_killed_mid_append_leaves_nothing_and_the_pool_recovers() {
         let row = sqlx::query(
             "SELECT pid FROM pg_stat_activity
              WHERE datname = current_database() AND wait_event_type = 'Lock'
-               AND query LIKE '%append_events%'",
+               AND query NOT LIKE '%pg_stat_activity%'",
         )
         .fetch_optional(&mut admin)
         .await
@@ -96,6 +109,7 @@ async fn a_connection_killed_mid_append_leaves_nothing_and_the_pool_recovers() {
 
     // Nothing of the killed append is stored.
     assert_eq!(store.stream_version("victim").await.expect("version"), 0);
+    assert_eq!(store.stream_version("victim-2").await.expect("version"), 0);
     assert!(store
         .read_stream("victim", ReadStream::all())
         .await
