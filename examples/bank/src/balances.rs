@@ -139,25 +139,13 @@ impl Projection<PgCheckpoints> for AccountBalances {
         tx: &mut PgTx,
     ) -> Result<(), HandlerError> {
         let ids: Vec<&str> = events.iter().map(|e| account_id(&e.stream_id)).collect();
-        let mut rows = std::collections::BTreeMap::new();
-        for row in sqlx::query(include_str!("balances/select.sql"))
+        let mut rows = sqlx::query(include_str!("balances/select.sql"))
             .bind(&ids)
             .fetch_all(&mut **tx)
             .await?
-        {
-            let id: String = row.try_get("account_id")?;
-            rows.insert(
-                id,
-                BalanceRow {
-                    owner: row.try_get("owner")?,
-                    currency: row.try_get("currency")?,
-                    balance: row.try_get("balance")?,
-                    status: row.try_get("status")?,
-                    last_activity: row.try_get("last_activity")?,
-                    events_applied: row.try_get("events_applied")?,
-                },
-            );
-        }
+            .iter()
+            .map(balance_row)
+            .collect::<sqlx::Result<std::collections::BTreeMap<_, _>>>()?;
         for event in events {
             rows.entry(account_id(&event.stream_id).to_owned())
                 .or_default()
@@ -194,21 +182,22 @@ pub async fn pg_rows(
         .bind(accounts)
         .fetch_all(pool)
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get("account_id")?,
-                BalanceRow {
-                    owner: row.try_get("owner")?,
-                    currency: row.try_get("currency")?,
-                    balance: row.try_get("balance")?,
-                    status: row.try_get("status")?,
-                    last_activity: row.try_get("last_activity")?,
-                    events_applied: row.try_get("events_applied")?,
-                },
-            ))
-        })
-        .collect()
+    rows.iter().map(balance_row).collect()
+}
+
+/// Decodes one `account_balances` row (see `balances/select.sql`).
+fn balance_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<(String, BalanceRow)> {
+    Ok((
+        row.try_get("account_id")?,
+        BalanceRow {
+            owner: row.try_get("owner")?,
+            currency: row.try_get("currency")?,
+            balance: row.try_get("balance")?,
+            status: row.try_get("status")?,
+            last_activity: row.try_get("last_activity")?,
+            events_applied: row.try_get("events_applied")?,
+        },
+    ))
 }
 
 #[cfg(test)]
