@@ -150,12 +150,18 @@ pub trait CheckpointStore: Clone + Send + Sync + 'static {
     /// Backend errors.
     fn checkpoints(&self) -> impl Future<Output = Result<Vec<CheckpointRecord>>> + Send;
 
-    /// Marks `projection` halted with `error` (the checkpoint does not move).
+    /// Marks `projection` halted with `error`, if its checkpoint is still `at` (a stale
+    /// worker's halt is ignored). The checkpoint does not move.
     ///
     /// # Errors
     ///
     /// Backend errors.
-    fn halt(&self, projection: &str, error: &str) -> impl Future<Output = Result<()>> + Send;
+    fn halt(
+        &self,
+        projection: &str,
+        at: Position,
+        error: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Records a dead letter inside `tx`.
     ///
@@ -265,9 +271,10 @@ pub trait CheckpointStore: Clone + Send + Sync + 'static {
     fn begin_shadow(
         &self,
         projection: &str,
+        tables: &[String],
         from: Position,
     ) -> impl Future<Output = Result<Self::Tx>> + Send {
-        let _ = (projection, from);
+        let _ = (projection, tables, from);
         async {
             Err(crate::Error::Unsupported(
                 "shadow rebuilds need the Postgres read-model store",
@@ -303,9 +310,10 @@ pub trait CheckpointStore: Clone + Send + Sync + 'static {
     fn begin_swap(
         &self,
         projection: &str,
+        tables: &[String],
         from: Position,
     ) -> impl Future<Output = Result<Self::Tx>> + Send {
-        let _ = (projection, from);
+        let _ = (projection, tables, from);
         async {
             Err(crate::Error::Unsupported(
                 "shadow rebuilds need the Postgres read-model store",

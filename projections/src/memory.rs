@@ -239,7 +239,16 @@ impl CheckpointStore for MemoryCheckpoints {
     }
 
     async fn commit_untracked(&self, tx: MemoryTx) -> Result<()> {
-        apply(&mut lock(&self.state), tx);
+        let mut state = lock(&self.state);
+        // Removing a dead letter is how a retry claims it: only one may win.
+        if let Some(gone) = tx
+            .removed_dead_letters
+            .iter()
+            .find(|id| !state.dead_letters.contains_key(id))
+        {
+            return Err(Error::DeadLetterNotFound(*gone));
+        }
+        apply(&mut state, tx);
         Ok(())
     }
 
@@ -253,8 +262,12 @@ impl CheckpointStore for MemoryCheckpoints {
         Ok(all)
     }
 
-    async fn halt(&self, projection: &str, error: &str) -> Result<()> {
+    async fn halt(&self, projection: &str, at: Position, error: &str) -> Result<()> {
         let mut state = lock(&self.state);
+        if Self::position_of(&state, projection) != at {
+            // A stale worker: the checkpoint moved on without it.
+            return Ok(());
+        }
         let record = state
             .checkpoints
             .entry(projection.to_owned())

@@ -129,18 +129,27 @@ fn ident(name: &str) -> Result<String> {
     }
 }
 
-/// The schema a rebuild of `projection` builds its shadow tables in.
-fn shadow_schema(projection: &str) -> String {
-    let mut name = String::from("annals_rebuild_");
-    name.extend(projection.chars().map(|c| {
-        if c.is_ascii_alphanumeric() {
-            c.to_ascii_lowercase()
-        } else {
-            '_'
-        }
-    }));
-    name.truncate(63);
-    name
+/// The schema a rebuild of `projection` (of the store in `store_schema`) builds its shadow
+/// tables in: readable, and unique thanks to a hash of the exact names.
+fn shadow_schema(store_schema: &str, projection: &str) -> String {
+    // FNV-1a: stable across Rust versions, unlike the std hasher.
+    let hash = format!("{store_schema}\0{projection}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let readable: String = projection
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(30)
+        .collect();
+    format!("annals_rebuild_{readable}_{hash:016x}")
 }
 
 /// The checkpoint row of a rebuild in progress.
@@ -158,9 +167,37 @@ impl PgCheckpoints {
         position(&row)
     }
 
-    async fn shadow_path(&self, tx: &mut PgTx, projection: &str) -> Result<()> {
+    fn shadow(&self, projection: &str) -> String {
+        shadow_schema(self.store.schema(), projection)
+    }
+
+    /// Puts the shadow schema first on this transaction's search_path; with `tables`, first
+    /// checks that every one of them exists there, so no write can fall through to a live
+    /// table.
+    async fn shadow_path(
+        &self,
+        tx: &mut PgTx,
+        projection: &str,
+        tables: Option<&[String]>,
+    ) -> Result<()> {
+        let shadow = self.shadow(projection);
+        if let Some(tables) = tables {
+            let missing: Vec<String> =
+                sqlx::query_scalar(include_str!("postgres/shadow_tables_missing.sql"))
+                    .bind(tables)
+                    .bind(&shadow)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(sqlx_err)?;
+            if !missing.is_empty() {
+                tracing::error!(?missing, %shadow, "declared tables missing from the shadow schema");
+                return Err(Error::Unsupported(
+                    "a declared table is missing from the shadow schema: the projection's setup must create every table it declares, with unqualified names",
+                ));
+            }
+        }
         sqlx::query(include_str!("postgres/shadow_search_path.sql"))
-            .bind(format!("\"{}\"", shadow_schema(projection)))
+            .bind(format!("\"{shadow}\""))
             .execute(&mut **tx)
             .await
             .map_err(sqlx_err)?;
@@ -212,10 +249,12 @@ impl CheckpointStore for PgCheckpoints {
         self.read_checkpoints(None).await
     }
 
-    async fn halt(&self, projection: &str, error: &str) -> Result<()> {
+    async fn halt(&self, projection: &str, at: Position, error: &str) -> Result<()> {
         sqlx::query(&self.sql.halt)
             .bind(projection)
             .bind(error)
+            .bind(i64_of(at.commit()))
+            .bind(i64_of(at.sequence()))
             .execute(self.pool())
             .await
             .map_err(sqlx_err)?;
@@ -357,7 +396,7 @@ impl CheckpointStore for PgCheckpoints {
     }
 
     async fn open_shadow(&self, projection: &str) -> Result<(PgTx, Position)> {
-        let schema = shadow_schema(projection);
+        let schema = self.shadow(projection);
         let mut tx = self.pool().begin().await.map_err(sqlx_err)?;
         sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
             .execute(&mut *tx)
@@ -366,13 +405,18 @@ impl CheckpointStore for PgCheckpoints {
         let at = self
             .lock_checkpoint(&mut tx, &shadow_checkpoint(projection))
             .await?;
-        self.shadow_path(&mut tx, projection).await?;
+        self.shadow_path(&mut tx, projection, None).await?;
         Ok((tx, at))
     }
 
-    async fn begin_shadow(&self, projection: &str, from: Position) -> Result<PgTx> {
+    async fn begin_shadow(
+        &self,
+        projection: &str,
+        tables: &[String],
+        from: Position,
+    ) -> Result<PgTx> {
         let mut tx = self.begin(&shadow_checkpoint(projection), from).await?;
-        self.shadow_path(&mut tx, projection).await?;
+        self.shadow_path(&mut tx, projection, Some(tables)).await?;
         Ok(tx)
     }
 
@@ -380,10 +424,15 @@ impl CheckpointStore for PgCheckpoints {
         self.commit(tx, &shadow_checkpoint(projection), to).await
     }
 
-    async fn begin_swap(&self, projection: &str, from: Position) -> Result<PgTx> {
+    async fn begin_swap(
+        &self,
+        projection: &str,
+        tables: &[String],
+        from: Position,
+    ) -> Result<PgTx> {
         let mut tx = self.begin(&shadow_checkpoint(projection), from).await?;
         self.lock_checkpoint(&mut tx, projection).await?;
-        self.shadow_path(&mut tx, projection).await?;
+        self.shadow_path(&mut tx, projection, Some(tables)).await?;
         Ok(tx)
     }
 
@@ -394,7 +443,7 @@ impl CheckpointStore for PgCheckpoints {
         tables: &[String],
         to: Position,
     ) -> Result<()> {
-        let shadow = shadow_schema(projection);
+        let shadow = self.shadow(projection);
         for table in tables {
             let quoted = ident(table)?;
             let live: String = sqlx::query_scalar(include_str!("postgres/live_schema.sql"))
@@ -414,7 +463,16 @@ impl CheckpointStore for PgCheckpoints {
                     .map_err(sqlx_err)?;
             }
         }
-        sqlx::query(&format!("DROP SCHEMA \"{shadow}\" CASCADE"))
+        // RESTRICT: anything else the projection's setup made there (a type a moved table
+        // uses, say) must fail the swap, not be dropped from under the live table.
+        sqlx::query(&format!("DROP SCHEMA \"{shadow}\" RESTRICT"))
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_err)?;
+        // The rebuilt model went through every event, dead-lettered ones included: their
+        // letters are obsolete (a retry would apply them twice).
+        sqlx::query(&self.sql.delete_dead_letters)
+            .bind(projection)
             .execute(&mut *tx)
             .await
             .map_err(sqlx_err)?;
@@ -430,7 +488,7 @@ impl CheckpointStore for PgCheckpoints {
         let mut tx = self.pool().begin().await.map_err(sqlx_err)?;
         sqlx::query(&format!(
             "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
-            shadow_schema(projection)
+            self.shadow(projection)
         ))
         .execute(&mut *tx)
         .await

@@ -70,6 +70,12 @@ where
     C: CheckpointStore,
 {
     let name = projection.name();
+    let batch = batch.max(1);
+    if projection.event_types().is_empty() {
+        return Err(Error::Unsupported(
+            "the projection reads no event types (override Projection::event_types)",
+        ));
+    }
     let tables = projection.tables();
     if tables.is_empty() {
         return Err(Error::Unsupported(
@@ -99,7 +105,7 @@ where
         let (head, events, full) = page(projection, store, upcasters, at, batch).await?;
         let to = reached(at, head, &events, full);
         if to > at {
-            let mut tx = checkpoints.begin_shadow(name, at).await?;
+            let mut tx = checkpoints.begin_shadow(name, &tables, at).await?;
             projection
                 .handle_batch(&events, &mut tx)
                 .await
@@ -115,7 +121,7 @@ where
 
     // Swap: holding the live checkpoint's lock (live batches wait), apply what arrived
     // since, then replace the live tables in the same transaction.
-    let mut tx = checkpoints.begin_swap(name, at).await?;
+    let mut tx = checkpoints.begin_swap(name, &tables, at).await?;
     loop {
         let (head, events, full) = page(projection, store, upcasters, at, batch).await?;
         if !events.is_empty() {

@@ -175,6 +175,15 @@ where
         self.shared.checkpoint.send_replace(checkpoint);
         self.shared.set_state(ProjectionState::Running, None);
         let types = self.projection.event_types();
+        if types.is_empty() {
+            // An empty filter reads nothing, and the checkpoint would race past every event.
+            return Err(Error::Halted {
+                projection: self.name().to_owned(),
+                error: "the projection reads no event types (override Projection::event_types)"
+                    .to_owned(),
+            });
+        }
+        let batch = self.options.batch_size.max(1);
         let mut lease_checked = Instant::now();
         let mut reported = Instant::now();
         info!(%checkpoint, "running");
@@ -203,7 +212,7 @@ where
                 reported = Instant::now();
             }
             let read = ReadAll::after(checkpoint)
-                .limit(self.options.batch_size)
+                .limit(batch)
                 .event_types(types.iter().cloned());
             let events = self.store.read_all(read).await?;
             let Some(last) = events.last() else {
@@ -225,7 +234,7 @@ where
             // A short page holds every event of ours up to `head` (read before it): the
             // checkpoint may move to the head.
             let mut to = last.position;
-            if events.len() < self.options.batch_size && head > to {
+            if events.len() < batch && head > to {
                 to = head;
             }
             checkpoint = self.process(&events, checkpoint, to, token).await?;
@@ -337,7 +346,7 @@ where
                     raw.position, raw.event_type, raw.stream_id, raw.stream_version
                 );
                 error!(%message, "halting projection");
-                self.checkpoints.halt(self.name(), &message).await?;
+                self.checkpoints.halt(self.name(), from, &message).await?;
                 Err(Error::Halted {
                     projection: self.name().to_owned(),
                     error: message,

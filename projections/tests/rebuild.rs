@@ -236,3 +236,96 @@ async fn reset_truncates_and_the_workers_replay() {
     ));
     drop_database(&db).await;
 }
+
+/// Declares `tallies` but leaves creating it to someone else (default `setup`).
+struct NoSetup(Tallies);
+
+impl annals_projections::Projection<PgCheckpoints> for NoSetup {
+    type Event = common::TallyEvent;
+    fn name(&self) -> &str {
+        "tallies"
+    }
+    fn tables(&self) -> Vec<String> {
+        vec!["tallies".into()]
+    }
+    async fn handle(
+        &self,
+        event: &annals_core::Envelope<common::TallyEvent>,
+        tx: &mut annals_projections::PgTx,
+    ) -> Result<(), annals_projections::HandlerError> {
+        annals_projections::Projection::<PgCheckpoints>::handle(&self.0, event, tx).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_never_writes_through_to_live_tables_its_setup_did_not_shadow() {
+    let (store, db) = fresh_store().await;
+    let head = append_tallies(&store, "s", 5, 300, 3).await;
+    let live = engine(&store, Tallies::default()).start();
+    live.wait_until_caught_up(head, WAIT)
+        .await
+        .expect("caught up");
+    live.shutdown().await;
+    let before = pg_rows(store.pool()).await;
+    let engine = ProjectionEngine::new(store.clone(), PgCheckpoints::new(&store))
+        .register(NoSetup(Tallies::default()));
+    let err = engine
+        .rebuild("tallies", |_| {})
+        .await
+        .expect_err("must refuse");
+    assert!(
+        matches!(err, annals_projections::Error::Unsupported(_)),
+        "{err}"
+    );
+    assert_eq!(
+        pg_rows(store.pool()).await,
+        before,
+        "the rebuild wrote to the live table"
+    );
+    assert!(engine.discard_rebuild("tallies").await.expect("discard"));
+    drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_clears_dead_letters_it_replayed() {
+    let (store, db) = fresh_store().await;
+    let poisoned = Tallies {
+        policy: annals_projections::FailurePolicy::DeadLetter,
+        ..Tallies::default()
+    };
+    poisoned.poison.store(true, Ordering::SeqCst);
+    let live = engine(&store, poisoned).start();
+    let mut head = Position::START;
+    for n in [1, 13, 2] {
+        let event = annals_core::encode_event(
+            &common::TallyEvent::Added { n },
+            annals_core::Encoding::Json,
+        )
+        .expect("encode");
+        head = annals_core::EventStore::append_to_stream(
+            &store,
+            &format!("p{n}"),
+            annals_core::ExpectedVersion::Any,
+            vec![event],
+        )
+        .await
+        .expect("append")
+        .position;
+    }
+    live.wait_until_caught_up(head, WAIT)
+        .await
+        .expect("caught up");
+    live.shutdown().await;
+    let fixed = engine(&store, Tallies::default());
+    assert_eq!(fixed.dead_letters(None).await.expect("letters").len(), 1);
+    fixed
+        .rebuild("tallies", |_| {})
+        .await
+        .expect("rebuild with the fix");
+    assert!(
+        fixed.dead_letters(None).await.expect("letters").is_empty(),
+        "a replayed event is still dead-lettered"
+    );
+    assert_eq!(pg_rows(store.pool()).await, expected_tallies(&store).await);
+    drop_database(&db).await;
+}
