@@ -201,7 +201,9 @@ impl PgEventStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`] when the database refuses (for example missing privileges).
+    /// [`Error::Backend`] when the database refuses (for example missing privileges), or
+    /// when the stored events carry transaction ids from another cluster (a restore from a
+    /// dump into a fresh cluster), which would break tailing reads.
     #[tracing::instrument(name = "annals.migrate", skip_all, fields(schema = %self.inner.options.schema))]
     pub async fn migrate(&self) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(from_sqlx)?;
@@ -223,15 +225,26 @@ impl PgEventStore {
                 .run_direct(&mut *conn)
                 .await
                 .map_err(sqlx::Error::from)?;
+            let foreign: Option<bool> = sqlx::query_scalar(include_str!("sql/foreign_xids.sql"))
+                .fetch_optional(&mut *conn)
+                .await?;
             sqlx::query("SELECT pg_advisory_unlock($1)")
                 .bind(MIGRATE_LOCK)
                 .execute(&mut *conn)
                 .await?;
-            Ok::<_, sqlx::Error>(())
+            Ok::<_, sqlx::Error>(foreign == Some(true))
         }
         .await;
         drop(conn.detach());
-        outcome.map_err(from_sqlx)
+        if outcome.map_err(from_sqlx)? {
+            return Err(Error::backend(
+                "the events table holds transaction ids this PostgreSQL cluster has not reached \
+                 (restored from another cluster?): tailing readers would order new events before \
+                 existing checkpoints. Advance the cluster's transaction counter past the largest \
+                 stored transaction_id (pg_resetwal -x) before using this database",
+            ));
+        }
+        Ok(())
     }
 
     /// The connection pool (for projections writing read tables in the same database).

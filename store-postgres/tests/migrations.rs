@@ -167,3 +167,22 @@ async fn connect_pins_read_committed_whatever_the_database_default() {
     store.pool().close().await;
     dbs.drop_all().await;
 }
+
+/// Events restored from another cluster carry transaction ids this cluster has not reached;
+/// tailing reads would then sort new events before old checkpoints. migrate() refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_refuses_transaction_ids_from_another_cluster() {
+    let dbs = TestDatabases::default();
+    let store = dbs.store().await;
+    sqlx::query(
+        "INSERT INTO annals.events (transaction_id, event_id, stream_id, stream_version, event_type, schema_version, payload)
+         VALUES ('4000000000000000'::xid8, $1, 'restored', 1, 't', 1, '{}')",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .execute(store.pool())
+    .await
+    .expect("insert a restored row");
+    let err = store.migrate().await.expect_err("must refuse");
+    assert!(err.to_string().contains("another cluster"), "{err}");
+    dbs.drop_all().await;
+}
