@@ -15,6 +15,9 @@ use sqlx::{postgres::PgListener, PgPool};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, warn};
 
+/// Shortest gap between two NOTIFYs from one store (cross-process wake-up latency bound).
+const NOTIFY_INTERVAL: Duration = Duration::from_millis(5);
+
 /// How often background tasks check that their store still exists.
 const ALIVE_CHECK: Duration = Duration::from_secs(5);
 
@@ -80,7 +83,8 @@ pub(crate) async fn nap(rx: &mut watch::Receiver<u64>, nap: Duration) {
     }
 }
 
-/// Sends one NOTIFY per burst of appends, outside any append's transaction.
+/// Sends at most one NOTIFY per [`NOTIFY_INTERVAL`] while appends happen, outside any
+/// append's transaction.
 async fn notifier(pool: PgPool, channel: String, wake: Weak<Notify>) {
     loop {
         let Some(notify) = wake.upgrade() else { return };
@@ -96,6 +100,9 @@ async fn notifier(pool: PgPool, channel: String, wake: Weak<Notify>) {
             {
                 debug!(%error, channel, "NOTIFY failed; listeners will poll");
             }
+            // At most one NOTIFY per interval: appends during it leave one permit behind,
+            // so the burst still gets its wake-up, after at most this much latency.
+            tokio::time::sleep(NOTIFY_INTERVAL).await;
         }
     }
 }
