@@ -146,17 +146,41 @@ pub fn decode_event<E: DomainEvent>(
     upcasters: &Upcasters,
 ) -> Result<Envelope<E>> {
     let event = upcasters.upcast(Cow::Borrowed(event))?;
-    let known = variants::names::<E>();
-    if let Some(known) = known {
-        if !known.contains(&event.event_type.as_str()) {
-            return Err(unknown(&event));
-        }
+    let payload = decode_payload::<E>(&event)?;
+    Ok(Envelope {
+        event_id: event.event_id,
+        stream_id: event.stream_id.clone(),
+        stream_version: event.stream_version,
+        position: event.position,
+        event_type: event.event_type.clone(),
+        schema_version: event.schema_version,
+        recorded_at: event.recorded_at,
+        metadata: event.metadata.clone(),
+        payload,
+    })
+}
+
+/// Decodes only the event itself (upcast first): what folding an aggregate needs, without
+/// copying the envelope.
+pub(crate) fn decode_value<E: DomainEvent>(
+    event: &RecordedEvent,
+    upcasters: &Upcasters,
+) -> Result<E> {
+    if upcasters.is_empty() {
+        return decode_payload(event);
     }
+    let event = upcasters.upcast(Cow::Borrowed(event))?;
+    decode_payload(&event)
+}
+
+/// Decodes an already upcast event's payload.
+fn decode_payload<E: DomainEvent>(event: &RecordedEvent) -> Result<E> {
+    let known = || variants::names::<E>().is_none_or(|k| k.contains(&event.event_type.as_str()));
     let decoded = match event.encoding {
         Encoding::Json => {
             let tag = serde_json::to_string(&event.event_type).map_err(crate::BoxError::from);
             tag.and_then(|tag| {
-                let mut wrapped = Vec::with_capacity(event.payload.len() + tag.len() + 3);
+                let mut wrapped = Vec::with_capacity(event.payload.len() + tag.len() + 2);
                 wrapped.push(b'{');
                 wrapped.extend_from_slice(tag.as_bytes());
                 wrapped.push(b':');
@@ -165,26 +189,21 @@ pub fn decode_event<E: DomainEvent>(
                 Encoding::Json.decode::<E>(&wrapped)
             })
         }
-        other => other.decode::<E>(&event.payload),
+        // A binary payload does not carry its type name: check it first.
+        other if known() => other.decode::<E>(&event.payload),
+        _ => return Err(unknown(event)),
     };
-    let payload = decoded.map_err(|source| Error::Decode {
-        event_type: event.event_type.clone(),
-        schema_version: event.schema_version,
-        stream_id: event.stream_id.clone(),
-        stream_version: event.stream_version,
-        source,
-    })?;
-    let event = event.into_owned();
-    Ok(Envelope {
-        event_id: event.event_id,
-        stream_id: event.stream_id,
-        stream_version: event.stream_version,
-        position: event.position,
-        event_type: event.event_type,
-        schema_version: event.schema_version,
-        recorded_at: event.recorded_at,
-        metadata: event.metadata,
-        payload,
+    decoded.map_err(|source| {
+        if !known() {
+            return unknown(event);
+        }
+        Error::Decode {
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            stream_id: event.stream_id.clone(),
+            stream_version: event.stream_version,
+            source,
+        }
     })
 }
 

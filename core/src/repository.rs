@@ -382,8 +382,8 @@ where
         events: &[RecordedEvent],
     ) -> Result<Loaded<A>> {
         for raw in events {
-            let envelope = decode_event::<A::Event>(raw, &self.upcasters)?;
-            state.apply(&envelope.payload);
+            let event = crate::codec::decode_value::<A::Event>(raw, &self.upcasters)?;
+            state.apply(&event);
             version = raw.stream_version;
         }
         Ok(Loaded {

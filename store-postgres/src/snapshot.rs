@@ -117,6 +117,9 @@ impl SnapshotStore for PgEventStore {
         if unusable_snapshot {
             // The events after a snapshot we cannot use are not the whole stream.
             events = self.read_stream_rows(stream_id, ReadStream::all()).await?;
+        } else if !events.is_sorted_by_key(|e| e.stream_version) {
+            // The query leaves the union unsorted; Postgres returns it in order in practice.
+            events.sort_by_key(|e| e.stream_version);
         }
         Ok((snapshot, events))
     }

@@ -1,5 +1,7 @@
--- An aggregate's snapshot (first row, if any) and the events after it, in one round trip.
--- The snapshot row carries its encoding in event_type and its payload in payload_bin.
+-- An aggregate's snapshot (if any) and the events after it, in one round trip. The
+-- snapshot row carries its encoding in event_type and its payload in payload_bin. No outer
+-- ORDER BY: sorting the union cost a fifth of a 10,000-event load; the events branch comes
+-- in index order and the caller checks the order (and sorts only if it must).
 WITH snap AS (
     SELECT stream_version, encoding, payload, taken_at
     FROM {schema}.snapshots
@@ -11,7 +13,7 @@ SELECT true AS is_snapshot, NULL::bigint AS global_position, NULL::bigint AS com
        NULL::text AS payload, payload AS payload_bin
 FROM snap
 UNION ALL
-SELECT false, global_position, transaction_id::text::bigint AS commit_id, event_id, stream_id, stream_version, event_type, schema_version, recorded_at, metadata::text AS metadata, payload::text AS payload, payload_bin
-FROM {schema}.events
-WHERE stream_id = $1 AND stream_version > coalesce((SELECT stream_version FROM snap), 0)
-ORDER BY is_snapshot DESC, stream_version
+(SELECT false, global_position, transaction_id::text::bigint AS commit_id, event_id, stream_id, stream_version, event_type, schema_version, recorded_at, metadata::text AS metadata, payload::text AS payload, payload_bin
+ FROM {schema}.events
+ WHERE stream_id = $1 AND stream_version > coalesce((SELECT stream_version FROM snap), 0)
+ ORDER BY stream_version)
