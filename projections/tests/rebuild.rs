@@ -30,13 +30,10 @@ fn engine(
         .register(projection)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_swaps_in_a_correct_table_while_readers_and_writers_carry_on() {
-    let (store, db) = fresh_store().await;
-    let head = append_tallies(&store, "s", 20, 6_000, 3).await;
-    // The buggy version built the live table.
+/// Runs the buggy projection until it has built the live table up to `head`.
+async fn build_with_the_bug(store: &annals_store_postgres::PgEventStore, head: Position) {
     let buggy = engine(
-        &store,
+        store,
         Tallies {
             bug: true,
             ..Tallies::default()
@@ -46,8 +43,16 @@ async fn a_rebuild_swaps_in_a_correct_table_while_readers_and_writers_carry_on()
     buggy
         .wait_until_caught_up(head, WAIT)
         .await
-        .expect("buggy caught up");
+        .expect("the buggy projection caught up");
     buggy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_swaps_in_a_correct_table_while_readers_and_writers_carry_on() {
+    let (store, db) = fresh_store().await;
+    let head = append_tallies(&store, "s", 20, 6_000, 3).await;
+    // The buggy version built the live table.
+    build_with_the_bug(&store, head).await;
     assert_ne!(
         pg_rows(store.pool()).await,
         expected_tallies(&store).await,
@@ -126,19 +131,7 @@ async fn a_rebuild_swaps_in_a_correct_table_while_readers_and_writers_carry_on()
 async fn an_interrupted_rebuild_leaves_the_live_table_alone_and_resumes() {
     let (store, db) = fresh_store().await;
     let head = append_tallies(&store, "s", 20, 8_000, 4).await;
-    let buggy = engine(
-        &store,
-        Tallies {
-            bug: true,
-            ..Tallies::default()
-        },
-    )
-    .start();
-    buggy
-        .wait_until_caught_up(head, WAIT)
-        .await
-        .expect("buggy caught up");
-    buggy.shutdown().await;
+    build_with_the_bug(&store, head).await;
     let live_before = pg_rows(store.pool()).await;
 
     let fixed = engine(
@@ -203,19 +196,7 @@ async fn an_interrupted_rebuild_leaves_the_live_table_alone_and_resumes() {
 async fn reset_truncates_and_the_workers_replay() {
     let (store, db) = fresh_store().await;
     let head = append_tallies(&store, "s", 5, 500, 2).await;
-    let buggy = engine(
-        &store,
-        Tallies {
-            bug: true,
-            ..Tallies::default()
-        },
-    )
-    .start();
-    buggy
-        .wait_until_caught_up(head, WAIT)
-        .await
-        .expect("caught up");
-    buggy.shutdown().await;
+    build_with_the_bug(&store, head).await;
     let fixed = engine(&store, Tallies::default());
     fixed.reset("tallies").await.expect("reset");
     assert!(pg_rows(store.pool()).await.is_empty());
