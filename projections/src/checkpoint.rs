@@ -83,6 +83,13 @@ impl fmt::Display for DeadLetter {
     }
 }
 
+/// What the shadow-rebuild hooks of [`CheckpointStore`] answer on a backend without them.
+fn no_shadows<T>() -> Result<T> {
+    Err(crate::Error::Unsupported(
+        "shadow rebuilds need the Postgres read-model store",
+    ))
+}
+
 /// Where read models, checkpoints, dead letters and leases live, with the transaction that
 /// ties a batch's read-model writes to its checkpoint.
 ///
@@ -255,11 +262,7 @@ pub trait CheckpointStore: Clone + Send + Sync + 'static {
         projection: &str,
     ) -> impl Future<Output = Result<(Self::Tx, Position)>> + Send {
         let _ = projection;
-        async {
-            Err(crate::Error::Unsupported(
-                "shadow rebuilds need the Postgres read-model store",
-            ))
-        }
+        async { no_shadows() }
     }
 
     /// A batch transaction writing to the shadow tables, fenced on the rebuild's
@@ -275,11 +278,7 @@ pub trait CheckpointStore: Clone + Send + Sync + 'static {
         from: Position,
     ) -> impl Future<Output = Result<Self::Tx>> + Send {
         let _ = (projection, tables, from);
-        async {
-            Err(crate::Error::Unsupported(
-                "shadow rebuilds need the Postgres read-model store",
-            ))
-        }
+        async { no_shadows() }
     }
 
     /// Commits a shadow batch, moving the rebuild's checkpoint to `to`.
@@ -294,11 +293,7 @@ pub trait CheckpointStore: Clone + Send + Sync + 'static {
         to: Position,
     ) -> impl Future<Output = Result<()>> + Send {
         let _ = (tx, projection, to);
-        async {
-            Err(crate::Error::Unsupported(
-                "shadow rebuilds need the Postgres read-model store",
-            ))
-        }
+        async { no_shadows() }
     }
 
     /// Opens the swap: a shadow transaction that also holds the live checkpoint's lock,
@@ -314,11 +309,7 @@ pub trait CheckpointStore: Clone + Send + Sync + 'static {
         from: Position,
     ) -> impl Future<Output = Result<Self::Tx>> + Send {
         let _ = (projection, tables, from);
-        async {
-            Err(crate::Error::Unsupported(
-                "shadow rebuilds need the Postgres read-model store",
-            ))
-        }
+        async { no_shadows() }
     }
 
     /// Replaces the live `tables` with the shadow ones, sets the live checkpoint to `to`,
@@ -335,11 +326,7 @@ pub trait CheckpointStore: Clone + Send + Sync + 'static {
         to: Position,
     ) -> impl Future<Output = Result<()>> + Send {
         let _ = (tx, projection, tables, to);
-        async {
-            Err(crate::Error::Unsupported(
-                "shadow rebuilds need the Postgres read-model store",
-            ))
-        }
+        async { no_shadows() }
     }
 
     /// Drops an unfinished rebuild; returns whether there was one. Live tables are not

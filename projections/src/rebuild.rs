@@ -13,37 +13,38 @@ fn handler_error(projection: &str, position: Position, error: impl ToString) -> 
     }
 }
 
-/// Reads the next page of `projection`'s events after `after`, decoded; with the head read
-/// before it (a short page covers everything of ours up to that head).
-async fn page<P, S, C>(
-    projection: &P,
-    store: &S,
-    upcasters: &Upcasters,
-    after: Position,
+/// Reads a projection's events page by page, decoded.
+struct Pages<'a, S> {
+    store: &'a S,
+    upcasters: &'a Upcasters,
+    /// The projection's event types, computed once.
+    types: Vec<String>,
     batch: usize,
-) -> Result<(Position, Vec<Envelope<P::Event>>, bool)>
-where
-    P: Projection<C>,
-    S: EventStore,
-    C: CheckpointStore,
-{
-    let head = store.head().await?;
-    let events = store
-        .read_all(
-            ReadAll::after(after)
-                .limit(batch)
-                .event_types(projection.event_types()),
-        )
-        .await?;
-    let full = events.len() == batch;
-    let decoded = events
-        .iter()
-        .map(|e| {
-            decode_event(e, upcasters)
-                .map_err(|err| handler_error(projection.name(), e.position, err))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((head, decoded, full))
+    name: &'a str,
+}
+
+impl<S: EventStore> Pages<'_, S> {
+    /// The page after `after`, with the head read before it (a short page covers everything
+    /// of ours up to that head) and whether the page is full.
+    async fn after<E: annals_core::DomainEvent>(
+        &self,
+        after: Position,
+    ) -> Result<(Position, Vec<Envelope<E>>, bool)> {
+        let head = self.store.head().await?;
+        let read = ReadAll::after(after)
+            .limit(self.batch)
+            .event_types(self.types.iter().cloned());
+        let events = self.store.read_all(read).await?;
+        let full = events.len() == self.batch;
+        let decoded = events
+            .iter()
+            .map(|e| {
+                decode_event(e, self.upcasters)
+                    .map_err(|err| handler_error(self.name, e.position, err))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((head, decoded, full))
+    }
 }
 
 /// Where a page leaves the checkpoint: its last event, or the head when the page is short.
@@ -70,8 +71,14 @@ where
     C: CheckpointStore,
 {
     let name = projection.name();
-    let batch = batch.max(1);
-    if projection.event_types().is_empty() {
+    let pages = Pages {
+        store,
+        upcasters,
+        types: projection.event_types(),
+        batch: batch.max(1),
+        name,
+    };
+    if pages.types.is_empty() {
         return Err(Error::Unsupported(
             "the projection reads no event types (override Projection::event_types)",
         ));
@@ -102,7 +109,7 @@ where
 
     // Catch up in the shadow tables, a transaction per batch, until a short page.
     loop {
-        let (head, events, full) = page(projection, store, upcasters, at, batch).await?;
+        let (head, events, full) = pages.after::<P::Event>(at).await?;
         let to = reached(at, head, &events, full);
         if to > at {
             let mut tx = checkpoints.begin_shadow(name, &tables, at).await?;
@@ -123,7 +130,7 @@ where
     // since, then replace the live tables in the same transaction.
     let mut tx = checkpoints.begin_swap(name, &tables, at).await?;
     loop {
-        let (head, events, full) = page(projection, store, upcasters, at, batch).await?;
+        let (head, events, full) = pages.after::<P::Event>(at).await?;
         if !events.is_empty() {
             projection
                 .handle_batch(&events, &mut tx)

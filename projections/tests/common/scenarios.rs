@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, future::Future, sync::atomic::Ordering, time::D
 use annals_core::{encode_event, Encoding, EventStore, ExpectedVersion, Position};
 use annals_projections::{
     CheckpointStore, EngineOptions, Error, FailurePolicy, MemoryCheckpoints, PgCheckpoints,
-    Projection, ProjectionEngine, ProjectionState,
+    Projection, ProjectionEngine, ProjectionState, RunningProjections,
 };
 
 use super::{append_tallies, expected_tallies, Tallies, Tally, TallyEvent};
@@ -139,6 +139,40 @@ async fn append_n<S: EventStore>(store: &S, n: i64) -> Position {
         .position
 }
 
+/// Starts `Tallies` with a live poison (n = 13) under `policy`, and appends 1, 13, 2 (each to
+/// its own stream); returns the projection (to lift the poison), the engine, its workers and
+/// the three positions.
+async fn start_with_poison<S, C>(
+    store: &S,
+    read: &C,
+    policy: FailurePolicy,
+) -> (
+    Tallies,
+    ProjectionEngine<S, C>,
+    RunningProjections<S, C>,
+    Vec<Position>,
+)
+where
+    S: EventStore + Clone + 'static,
+    C: CheckpointStore,
+    Tallies: Projection<C, Event = TallyEvent>,
+{
+    let projection = Tallies {
+        policy,
+        ..Tallies::default()
+    };
+    projection.poison.store(true, Ordering::SeqCst);
+    let engine = ProjectionEngine::new(store.clone(), read.clone())
+        .with_options(fast())
+        .register(projection.clone());
+    let running = engine.start();
+    let mut positions = Vec::new();
+    for n in [1, 13, 2] {
+        positions.push(append_n(store, n).await);
+    }
+    (projection, engine, running, positions)
+}
+
 /// A poison event is dead-lettered and later events still apply; the letter fails to
 /// retry while the bug is there, retries once fixed, and is gone after.
 pub async fn poison_event_is_dead_lettered<S, C>(store: S, read: C)
@@ -147,19 +181,9 @@ where
     C: CheckpointStore + ReadTallies,
     Tallies: Projection<C, Event = TallyEvent>,
 {
-    let projection = Tallies {
-        policy: FailurePolicy::DeadLetter,
-        ..Tallies::default()
-    };
-    projection.poison.store(true, Ordering::SeqCst);
-    let engine = ProjectionEngine::new(store.clone(), read.clone())
-        .with_options(fast())
-        .register(projection.clone());
-    let running = engine.start();
-    let mut head = Position::START;
-    for n in [1, 13, 2] {
-        head = append_n(&store, n).await;
-    }
+    let (projection, engine, running, positions) =
+        start_with_poison(&store, &read, FailurePolicy::DeadLetter).await;
+    let head = positions[2];
     running
         .wait_until_caught_up(head, WAIT)
         .await
@@ -211,19 +235,8 @@ where
     C: CheckpointStore + ReadTallies,
     Tallies: Projection<C, Event = TallyEvent>,
 {
-    let projection = Tallies {
-        policy: FailurePolicy::Halt,
-        ..Tallies::default()
-    };
-    projection.poison.store(true, Ordering::SeqCst);
-    let engine = ProjectionEngine::new(store.clone(), read.clone())
-        .with_options(fast())
-        .register(projection.clone());
-    let running = engine.start();
-    let mut positions = Vec::new();
-    for n in [1, 13, 2] {
-        positions.push(append_n(&store, n).await);
-    }
+    let (projection, engine, running, positions) =
+        start_with_poison(&store, &read, FailurePolicy::Halt).await;
     let err = running
         .wait_until_caught_up(positions[2], WAIT)
         .await
