@@ -2,7 +2,8 @@
 //! events.
 
 use annals_core::{
-    AppendResult, Encoding, Error, ExpectedVersion, Position, Result, StreamAppend, StreamVersion,
+    AppendResult, Encoding, Error, ExpectedVersion, NewEvent, Position, Result, StreamAppend,
+    StreamVersion,
 };
 
 use crate::{
@@ -34,6 +35,39 @@ fn expected_code(expected: ExpectedVersion) -> Result<i64> {
     })
 }
 
+/// An event's checked columns: its schema version as Postgres' integer, and its metadata as
+/// JSON text (`None` when empty).
+fn checked_columns(event: &NewEvent) -> Result<(i32, Option<String>)> {
+    if event.event_type.is_empty() {
+        return Err(Error::InvalidInput("empty event type".to_owned()));
+    }
+    event.encoding.validate(&event.payload)?;
+    let schema_version = i32::try_from(event.schema_version).map_err(|_| {
+        Error::InvalidInput(format!(
+            "schema version {} is out of range",
+            event.schema_version
+        ))
+    })?;
+    let metadata = if event.metadata.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::to_string(&event.metadata).map_err(|e| Error::Encode {
+                what: "event metadata".to_owned(),
+                source: e.into(),
+            })?,
+        )
+    };
+    Ok((schema_version, metadata))
+}
+
+fn check_stream_id(append: &StreamAppend) -> Result<()> {
+    if append.stream_id.is_empty() {
+        return Err(Error::InvalidInput("empty stream id".to_owned()));
+    }
+    Ok(())
+}
+
 impl<'a> Columns<'a> {
     fn new(appends: &'a [StreamAppend]) -> Result<Self> {
         let events: usize = appends.iter().map(|a| a.events.len()).sum();
@@ -49,36 +83,18 @@ impl<'a> Columns<'a> {
             payloads: Vec::with_capacity(events),
         };
         for (index, append) in appends.iter().enumerate() {
-            if append.stream_id.is_empty() {
-                return Err(Error::InvalidInput("empty stream id".to_owned()));
-            }
+            check_stream_id(append)?;
             c.streams.push(&append.stream_id);
             c.expected.push(expected_code(append.expected)?);
             let stream_index = i32::try_from(index + 1)
                 .map_err(|_| Error::InvalidInput("too many streams in one append".to_owned()))?;
             for event in &append.events {
-                if event.event_type.is_empty() {
-                    return Err(Error::InvalidInput("empty event type".to_owned()));
-                }
-                event.encoding.validate(&event.payload)?;
+                let (schema_version, metadata) = checked_columns(event)?;
                 c.event_stream.push(stream_index);
                 c.event_ids.push(event.event_id);
                 c.event_types.push(&event.event_type);
-                c.schema_versions
-                    .push(i32::try_from(event.schema_version).map_err(|_| {
-                        Error::InvalidInput(format!(
-                            "schema version {} is out of range",
-                            event.schema_version
-                        ))
-                    })?);
-                c.metadata.push(if event.metadata.is_empty() {
-                    String::new()
-                } else {
-                    serde_json::to_string(&event.metadata).map_err(|e| Error::Encode {
-                        what: "event metadata".to_owned(),
-                        source: e.into(),
-                    })?
-                });
+                c.schema_versions.push(schema_version);
+                c.metadata.push(metadata.unwrap_or_default());
                 c.is_json.push(event.encoding == Encoding::Json);
                 c.payloads.push(&event.payload);
             }
@@ -95,6 +111,10 @@ enum Fast {
     Fallback,
 }
 
+/// What a single-statement fast path returned: the stream's new version, the last event's
+/// position and the commit id; `None` when the statement refused the append.
+type FastRow = Option<(i64, i64, i64)>;
+
 impl PgEventStore {
     pub(crate) async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<AppendResult> {
         if appends.is_empty() {
@@ -103,25 +123,28 @@ impl PgEventStore {
                 streams: Vec::new(),
             });
         }
-        let c = Columns::new(&appends)?;
         if let [append] = appends.as_slice() {
-            if !append.events.is_empty() {
-                match self.append_one(append, &c).await? {
-                    Fast::Done(result) => {
-                        self.inner.wakeups.appended(self.inner.options.notify);
-                        return Ok(result);
-                    }
-                    Fast::Conflict(actual) => {
-                        return Err(Error::Conflict {
-                            stream_id: append.stream_id.clone(),
-                            expected: append.expected,
-                            actual,
-                        })
-                    }
-                    Fast::Fallback => {}
+            let fast = match append.events.as_slice() {
+                [] => None,
+                [event] => Some(self.append_single(append, event).await?),
+                _ => Some(self.append_one(append).await?),
+            };
+            match fast {
+                Some(Fast::Done(result)) => {
+                    self.inner.wakeups.appended(self.inner.options.notify);
+                    return Ok(result);
                 }
+                Some(Fast::Conflict(actual)) => {
+                    return Err(Error::Conflict {
+                        stream_id: append.stream_id.clone(),
+                        expected: append.expected,
+                        actual,
+                    })
+                }
+                Some(Fast::Fallback) | None => {}
             }
         }
+        let c = Columns::new(&appends)?;
         let (versions, commit_id, last_position): (Vec<i64>, Option<i64>, Option<i64>) =
             sqlx::query_as(&self.inner.sql.append)
                 .bind(&c.streams)
@@ -156,15 +179,53 @@ impl PgEventStore {
         Ok(AppendResult { position, streams })
     }
 
-    /// One statement for the common case, one stream: an UPDATE (or, for a new stream, an
-    /// INSERT) of its row and the INSERT of its events, with no plpgsql call.
-    async fn append_one(&self, append: &StreamAppend, c: &Columns<'_>) -> Result<Fast> {
-        let count = c.event_ids.len() as i64;
-        let creating = matches!(
+    /// Whether one stream is being created by this append (so the fast path inserts its row
+    /// rather than updating it).
+    fn creates(append: &StreamAppend) -> bool {
+        matches!(
             append.expected,
             ExpectedVersion::NoStream | ExpectedVersion::Exact(0)
-        );
-        let query = if creating {
+        )
+    }
+
+    /// The commonest append, one event to one stream, as one statement with scalar
+    /// parameters.
+    async fn append_single(&self, append: &StreamAppend, event: &NewEvent) -> Result<Fast> {
+        check_stream_id(append)?;
+        let (schema_version, metadata) = checked_columns(event)?;
+        let (json, binary) = if event.encoding == Encoding::Json {
+            let text = std::str::from_utf8(&event.payload)
+                .map_err(|e| Error::InvalidInput(format!("JSON payload is not UTF-8: {e}")))?;
+            (Some(text), None)
+        } else {
+            (None, Some(event.payload.as_slice()))
+        };
+        let query = if Self::creates(append) {
+            sqlx::query_as(&self.inner.sql.append_new_one).bind(&append.stream_id)
+        } else {
+            sqlx::query_as(&self.inner.sql.append_existing_one)
+                .bind(&append.stream_id)
+                .bind(expected_code(append.expected)?)
+        };
+        let row: FastRow = query
+            .bind(event.event_id)
+            .bind(&event.event_type)
+            .bind(schema_version)
+            .bind(metadata)
+            .bind(json)
+            .bind(binary)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        self.fast_outcome(append, row).await
+    }
+
+    /// Several events to one stream: an UPDATE (or, for a new stream, an INSERT) of its row
+    /// and the INSERT of its events in one statement, with no plpgsql call.
+    async fn append_one(&self, append: &StreamAppend) -> Result<Fast> {
+        let c = Columns::new(std::slice::from_ref(append))?;
+        let count = c.event_ids.len() as i64;
+        let query = if Self::creates(append) {
             sqlx::query_as(&self.inner.sql.append_new)
                 .bind(&append.stream_id)
                 .bind(count)
@@ -184,12 +245,19 @@ impl PgEventStore {
             .fetch_one(&self.pool)
             .await
             .map_err(from_sqlx)?;
-        if let (Some(base), Some(last)) = (base, last_position) {
+        let row = base
+            .zip(last_position)
+            .map(|(base, last)| (base + count, last, commit_id));
+        self.fast_outcome(append, row).await
+    }
+
+    async fn fast_outcome(&self, append: &StreamAppend, row: FastRow) -> Result<Fast> {
+        if let Some((version, last, commit_id)) = row {
             return Ok(Fast::Done(AppendResult {
                 position: Position::new(commit_id as u64, last as u64),
                 streams: vec![StreamVersion {
                     stream_id: append.stream_id.clone(),
-                    version: (base + count) as u64,
+                    version: version as u64,
                 }],
             }));
         }

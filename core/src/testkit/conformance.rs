@@ -549,6 +549,8 @@ pub async fn envelope_round_trip<S: EventStore>(store: S) {
     .with_metadata(metadata.clone());
     let binary = NewEvent::new("binary", 1, Encoding::Postcard, vec![0, 1, 2, 255]);
     let before = chrono::Utc::now() - chrono::Duration::seconds(5);
+    // Both events in one append, then each alone (a store may take another path for a
+    // single event, creating or extending its stream).
     store
         .append_to_stream(
             &s,
@@ -557,30 +559,60 @@ pub async fn envelope_round_trip<S: EventStore>(store: S) {
         )
         .await
         .expect("append");
-    let read = store
-        .read_stream(&s, ReadStream::all())
+    let one_by_one = unique("envelope-single");
+    let json_alone = NewEvent {
+        event_id: Uuid::now_v7(),
+        ..json.clone()
+    };
+    let binary_alone = NewEvent {
+        event_id: Uuid::now_v7(),
+        ..binary.clone()
+    };
+    store
+        .append_to_stream(
+            &one_by_one,
+            ExpectedVersion::NoStream,
+            vec![json_alone.clone()],
+        )
         .await
-        .expect("read");
-    assert_eq!(read.len(), 2);
-    let (r0, r1) = (&read[0], &read[1]);
-    assert_eq!(r0.event_id, json.event_id);
-    assert_eq!((r0.event_type.as_str(), r0.schema_version), ("typed", 3));
-    assert_eq!(r0.metadata, metadata, "metadata changed in storage");
-    assert_eq!(r0.encoding, Encoding::Json);
-    let v: serde_json::Value = serde_json::from_slice(&r0.payload).expect("stored JSON");
-    assert_eq!(v, serde_json::json!({"a": [1, 2], "b": "x"}));
-    assert!(
-        r0.recorded_at >= before
-            && r0.recorded_at <= chrono::Utc::now() + chrono::Duration::seconds(5)
-    );
-    assert_eq!(r1.event_id, binary.event_id);
-    assert_eq!(r1.encoding, Encoding::Postcard);
-    assert_eq!(
-        r1.payload,
-        [0, 1, 2, 255],
-        "binary payload changed in storage"
-    );
-    assert_eq!(r1.metadata, Metadata::default());
+        .expect("append one creating the stream");
+    store
+        .append_to_stream(
+            &one_by_one,
+            ExpectedVersion::Exact(1),
+            vec![binary_alone.clone()],
+        )
+        .await
+        .expect("append one to the stream");
+    for (stream, json, binary) in [
+        (&s, &json, &binary),
+        (&one_by_one, &json_alone, &binary_alone),
+    ] {
+        let read = store
+            .read_stream(stream, ReadStream::all())
+            .await
+            .expect("read");
+        assert_eq!(read.len(), 2);
+        let (r0, r1) = (&read[0], &read[1]);
+        assert_eq!(r0.event_id, json.event_id);
+        assert_eq!((r0.event_type.as_str(), r0.schema_version), ("typed", 3));
+        assert_eq!(r0.metadata, metadata, "metadata changed in storage");
+        assert_eq!(r0.encoding, Encoding::Json);
+        let v: serde_json::Value = serde_json::from_slice(&r0.payload).expect("stored JSON");
+        assert_eq!(v, serde_json::json!({"a": [1, 2], "b": "x"}));
+        assert!(
+            r0.recorded_at >= before
+                && r0.recorded_at <= chrono::Utc::now() + chrono::Duration::seconds(5)
+        );
+        assert_eq!(r1.event_id, binary.event_id);
+        assert_eq!(r1.encoding, Encoding::Postcard);
+        assert_eq!(
+            r1.payload,
+            [0, 1, 2, 255],
+            "binary payload changed in storage"
+        );
+        assert_eq!(r1.metadata, Metadata::default());
+    }
 }
 
 /// A malformed JSON payload is refused with a typed error, and nothing of its batch lands.
