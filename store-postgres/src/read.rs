@@ -3,7 +3,11 @@
 use annals_core::{
     Direction, Encoding, Error, Metadata, Position, ReadAll, ReadStream, RecordedEvent, Result,
 };
-use sqlx::{postgres::PgRow, Row};
+use sqlx::{
+    error::BoxDynError,
+    postgres::{types::Oid, PgRow, PgTypeInfo, PgValueFormat, PgValueRef},
+    Column, Decode, Postgres, Row, Type,
+};
 
 use crate::{error::from_sqlx, PgEventStore};
 
@@ -17,45 +21,115 @@ fn to_u64(n: i64, column: &str) -> Result<u64> {
         .map_err(|_| Error::backend(format!("negative {column} {n} in the events table")))
 }
 
-/// Decodes an events row (the column list shared by the read queries).
-pub(crate) fn event_from_row(row: &PgRow) -> Result<RecordedEvent> {
-    let get = |e: sqlx::Error| from_sqlx(e);
-    let metadata: Option<String> = row.try_get("metadata").map_err(get)?;
-    let metadata = match metadata {
-        Some(json) => serde_json::from_str::<Metadata>(&json)
-            .map_err(|e| Error::backend(format!("stored metadata is not valid: {e}")))?,
-        None => Metadata::default(),
-    };
-    let json: Option<String> = row.try_get("payload").map_err(get)?;
-    let (encoding, payload) = match json {
-        Some(json) => (Encoding::Json, json.into_bytes()),
-        None => {
-            let bin: Option<Vec<u8>> = row.try_get("payload_bin").map_err(get)?;
-            (Encoding::Postcard, bin.unwrap_or_default())
-        }
-    };
-    let schema_version: i32 = row.try_get("schema_version").map_err(get)?;
-    Ok(RecordedEvent {
-        event_id: row.try_get("event_id").map_err(get)?,
-        stream_id: row.try_get("stream_id").map_err(get)?,
-        stream_version: to_u64(
-            row.try_get("stream_version").map_err(get)?,
-            "stream_version",
-        )?,
-        position: Position::new(
-            to_u64(row.try_get("commit_id").map_err(get)?, "transaction id")?,
-            to_u64(
-                row.try_get("global_position").map_err(get)?,
-                "global_position",
+/// A `xid8` column decoded from PostgreSQL's binary form (a big-endian u64), so queries can
+/// return `transaction_id` as it is stored instead of casting it through text on every row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Xid8(pub(crate) u64);
+
+/// `xid8`'s fixed type OID (pg_type.dat); sqlx has no built-in type for it.
+const XID8_OID: Oid = Oid(5069);
+
+impl Type<Postgres> for Xid8 {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(XID8_OID)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for Xid8 {
+    fn decode(value: PgValueRef<'r>) -> std::result::Result<Self, BoxDynError> {
+        Ok(Self(match value.format() {
+            PgValueFormat::Binary => u64::from_be_bytes(value.as_bytes()?.try_into()?),
+            PgValueFormat::Text => value.as_str()?.parse()?,
+        }))
+    }
+}
+
+/// Where each event column sits in a result set, looked up by name once per query instead
+/// of once per field per row (those lookups were a visible share of decoding 10,000 rows).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EventColumns {
+    global_position: usize,
+    commit_id: usize,
+    event_id: usize,
+    stream_id: usize,
+    stream_version: usize,
+    event_type: usize,
+    schema_version: usize,
+    recorded_at: usize,
+    metadata: usize,
+    payload: usize,
+    payload_bin: usize,
+}
+
+impl EventColumns {
+    /// The ordinals in `row`'s result set (every read query names the same columns).
+    pub(crate) fn of(row: &PgRow) -> Result<Self> {
+        let at = |name: &str| row.try_column(name).map(Column::ordinal).map_err(from_sqlx);
+        Ok(Self {
+            global_position: at("global_position")?,
+            commit_id: at("commit_id")?,
+            event_id: at("event_id")?,
+            stream_id: at("stream_id")?,
+            stream_version: at("stream_version")?,
+            event_type: at("event_type")?,
+            schema_version: at("schema_version")?,
+            recorded_at: at("recorded_at")?,
+            metadata: at("metadata")?,
+            payload: at("payload")?,
+            payload_bin: at("payload_bin")?,
+        })
+    }
+
+    /// Decodes one events row.
+    pub(crate) fn decode(&self, row: &PgRow) -> Result<RecordedEvent> {
+        let get = |e: sqlx::Error| from_sqlx(e);
+        let metadata: Option<String> = row.try_get(self.metadata).map_err(get)?;
+        let metadata = match metadata {
+            Some(json) => serde_json::from_str::<Metadata>(&json)
+                .map_err(|e| Error::backend(format!("stored metadata is not valid: {e}")))?,
+            None => Metadata::default(),
+        };
+        let json: Option<String> = row.try_get(self.payload).map_err(get)?;
+        let (encoding, payload) = match json {
+            Some(json) => (Encoding::Json, json.into_bytes()),
+            None => {
+                let bin: Option<Vec<u8>> = row.try_get(self.payload_bin).map_err(get)?;
+                (Encoding::Postcard, bin.unwrap_or_default())
+            }
+        };
+        let schema_version: i32 = row.try_get(self.schema_version).map_err(get)?;
+        let commit: Xid8 = row.try_get(self.commit_id).map_err(get)?;
+        Ok(RecordedEvent {
+            event_id: row.try_get(self.event_id).map_err(get)?,
+            stream_id: row.try_get(self.stream_id).map_err(get)?,
+            stream_version: to_u64(
+                row.try_get(self.stream_version).map_err(get)?,
+                "stream_version",
             )?,
-        ),
-        event_type: row.try_get("event_type").map_err(get)?,
-        schema_version: u32::try_from(schema_version).unwrap_or_default(),
-        recorded_at: row.try_get("recorded_at").map_err(get)?,
-        metadata,
-        encoding,
-        payload,
-    })
+            position: Position::new(
+                commit.0,
+                to_u64(
+                    row.try_get(self.global_position).map_err(get)?,
+                    "global_position",
+                )?,
+            ),
+            event_type: row.try_get(self.event_type).map_err(get)?,
+            schema_version: u32::try_from(schema_version).unwrap_or_default(),
+            recorded_at: row.try_get(self.recorded_at).map_err(get)?,
+            metadata,
+            encoding,
+            payload,
+        })
+    }
+}
+
+/// Decodes a result set of events rows.
+pub(crate) fn events_from_rows(rows: &[PgRow]) -> Result<Vec<RecordedEvent>> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let columns = EventColumns::of(first)?;
+    rows.iter().map(|row| columns.decode(row)).collect()
 }
 
 impl PgEventStore {
@@ -75,7 +149,7 @@ impl PgEventStore {
             .fetch_all(&self.pool)
             .await
             .map_err(from_sqlx)?;
-        rows.iter().map(event_from_row).collect()
+        events_from_rows(&rows)
     }
 
     pub(crate) async fn read_all_rows(&self, read: ReadAll) -> Result<Vec<RecordedEvent>> {
@@ -91,7 +165,7 @@ impl PgEventStore {
             query = query.bind(types);
         }
         let rows = query.fetch_all(&self.pool).await.map_err(from_sqlx)?;
-        rows.iter().map(event_from_row).collect()
+        events_from_rows(&rows)
     }
 
     pub(crate) async fn head_position(&self) -> Result<Position> {
@@ -102,10 +176,7 @@ impl PgEventStore {
         match row {
             None => Ok(Position::START),
             Some(row) => Ok(Position::new(
-                to_u64(
-                    row.try_get("commit_id").map_err(from_sqlx)?,
-                    "transaction id",
-                )?,
+                row.try_get::<Xid8, _>("commit_id").map_err(from_sqlx)?.0,
                 to_u64(
                     row.try_get("global_position").map_err(from_sqlx)?,
                     "global_position",

@@ -1,12 +1,12 @@
 //! Snapshots, and loading an aggregate's snapshot plus tail in one query.
 
 use annals_core::{Encoding, ReadStream, RecordedEvent, Result, Snapshot, SnapshotStore};
-use sqlx::Row;
+use sqlx::{Column, Row};
 use tracing::warn;
 
 use crate::{
     error::from_sqlx,
-    read::{event_from_row, to_i64},
+    read::{to_i64, EventColumns},
     PgEventStore,
 };
 
@@ -95,9 +95,17 @@ impl SnapshotStore for PgEventStore {
             .map_err(from_sqlx)?;
         let mut snapshot = None;
         let mut unusable_snapshot = false;
+        let Some(first) = rows.first() else {
+            return Ok((None, Vec::new()));
+        };
+        let columns = EventColumns::of(first)?;
+        let is_snapshot = first
+            .try_column("is_snapshot")
+            .map(Column::ordinal)
+            .map_err(from_sqlx)?;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
-            if row.try_get::<bool, _>("is_snapshot").map_err(from_sqlx)? {
+            if row.try_get::<bool, _>(is_snapshot).map_err(from_sqlx)? {
                 snapshot = snapshot_from(
                     stream_id,
                     aggregate_type,
@@ -111,7 +119,7 @@ impl SnapshotStore for PgEventStore {
                 );
                 unusable_snapshot = snapshot.is_none();
             } else {
-                events.push(event_from_row(row)?);
+                events.push(columns.decode(row)?);
             }
         }
         if unusable_snapshot {

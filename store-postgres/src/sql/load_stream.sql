@@ -7,13 +7,13 @@ WITH snap AS (
     FROM {schema}.snapshots
     WHERE stream_id = $1 AND aggregate_type = $2 AND schema_version = $3
 )
-SELECT true AS is_snapshot, NULL::bigint AS global_position, NULL::bigint AS commit_id,
+SELECT true AS is_snapshot, NULL::bigint AS global_position, NULL::xid8 AS commit_id,
        NULL::uuid AS event_id, $1 AS stream_id, stream_version, encoding AS event_type,
        $3 AS schema_version, taken_at AS recorded_at, NULL::text AS metadata,
        NULL::text AS payload, payload AS payload_bin
 FROM snap
 UNION ALL
-(SELECT false, global_position, transaction_id::text::bigint AS commit_id, event_id, stream_id, stream_version, event_type, schema_version, recorded_at, metadata::text AS metadata, payload::text AS payload, payload_bin
+(SELECT false, global_position, transaction_id AS commit_id, event_id, stream_id, stream_version, event_type, schema_version, recorded_at, metadata::text AS metadata, payload::text AS payload, payload_bin
  FROM {schema}.events
  WHERE stream_id = $1 AND stream_version > coalesce((SELECT stream_version FROM snap), 0)
  ORDER BY stream_version)

@@ -1,4 +1,4 @@
-SELECT global_position, transaction_id::text::bigint AS commit_id, event_id, stream_id, stream_version, event_type, schema_version, recorded_at, metadata::text AS metadata, payload::text AS payload, payload_bin
+SELECT global_position, transaction_id AS commit_id, event_id, stream_id, stream_version, event_type, schema_version, recorded_at, metadata::text AS metadata, payload::text AS payload, payload_bin
 FROM {schema}.events
 WHERE stream_id = $1 AND stream_version >= $2
 ORDER BY stream_version
