@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use annals_benches::{bench_pool, criterion_dir, print_summary, raw_tables, runtime, store, Pair};
+use annals_benches::{
+    bench_pool, criterion_dir, interleave, print_interleaved, print_summary, raw_tables, runtime,
+    store, Pair,
+};
 use annals_core::{
     encode_event, Encoding, EventStore, ExpectedVersion, NewEvent, Position, Repository,
     RepositoryOptions, SnapshotStore,
@@ -30,7 +33,9 @@ const RAW_INSERT: &str =
     "INSERT INTO raw_events (event_id, stream_id, stream_version, event_type, payload)
                           VALUES ($1, $2, $3, $4, $5::jsonb)";
 
-async fn raw_insert(pool: &PgPool, stream: &str, version: i64, event: &NewEvent) {
+/// The baseline append: one event, one plain INSERT.
+async fn raw_insert(pool: &PgPool, stream: &str, version: i64) {
+    let event = deposit(1);
     sqlx::query(RAW_INSERT)
         .bind(event.event_id)
         .bind(stream)
@@ -42,6 +47,13 @@ async fn raw_insert(pool: &PgPool, stream: &str, version: i64, event: &NewEvent)
         .expect("raw insert");
 }
 
+async fn annals_append(store: &PgEventStore, stream: &str, expected: u64) {
+    store
+        .append_to_stream(stream, ExpectedVersion::Exact(expected), vec![deposit(1)])
+        .await
+        .expect("append");
+}
+
 /// 1: one event per append, sequential, to one stream at its expected version.
 fn append_one(c: &mut Criterion, rt: &Runtime, store: &PgEventStore, pool: &PgPool) {
     let mut group = c.benchmark_group("append_1");
@@ -49,55 +61,33 @@ fn append_one(c: &mut Criterion, rt: &Runtime, store: &PgEventStore, pool: &PgPo
     let version = AtomicU64::new(0);
     group.bench_function("annals", |b| {
         b.to_async(rt).iter(|| async {
-            let v = version.fetch_add(1, Ordering::SeqCst);
-            store
-                .append_to_stream("seq", ExpectedVersion::Exact(v), vec![deposit(1)])
-                .await
-                .expect("append");
+            annals_append(store, "seq", version.fetch_add(1, Ordering::SeqCst)).await;
         })
     });
     let raw_version = AtomicU64::new(0);
     group.bench_function("raw_sql", |b| {
         b.to_async(rt).iter(|| async {
             let v = raw_version.fetch_add(1, Ordering::SeqCst) + 1;
-            raw_insert(pool, "seq", v as i64, &deposit(1)).await;
+            raw_insert(pool, "seq", v as i64).await;
         })
     });
     group.finish();
 }
 
+/// Concurrent tasks in workload 2.
+const TASKS: u64 = 8;
+
 /// 2: the same from 8 concurrent tasks, each on its own stream.
 fn append_concurrent(c: &mut Criterion, rt: &Runtime, store: &PgEventStore, pool: &PgPool) {
-    const TASKS: u64 = 8;
     let mut group = c.benchmark_group("append_1_x8");
     group.throughput(Throughput::Elements(TASKS));
     let round = AtomicU64::new(0);
     group.bench_function("annals", |b| {
         b.to_async(rt).iter_custom(|iters| {
-            let r = round.fetch_add(1, Ordering::SeqCst);
+            let prefix = format!("conc-{}", round.fetch_add(1, Ordering::SeqCst));
             async move {
                 let started = Instant::now();
-                let tasks: Vec<_> = (0..TASKS)
-                    .map(|t| {
-                        let store = store.clone();
-                        tokio::spawn(async move {
-                            let stream = format!("conc-{r}-{t}");
-                            for v in 0..iters {
-                                store
-                                    .append_to_stream(
-                                        &stream,
-                                        ExpectedVersion::Exact(v),
-                                        vec![deposit(1)],
-                                    )
-                                    .await
-                                    .expect("append");
-                            }
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.expect("task");
-                }
+                annals_append_x8(store, &prefix, iters).await;
                 started.elapsed()
             }
         })
@@ -105,28 +95,51 @@ fn append_concurrent(c: &mut Criterion, rt: &Runtime, store: &PgEventStore, pool
     let raw_round = AtomicU64::new(0);
     group.bench_function("raw_sql", |b| {
         b.to_async(rt).iter_custom(|iters| {
-            let r = raw_round.fetch_add(1, Ordering::SeqCst);
+            let prefix = format!("conc-{}", raw_round.fetch_add(1, Ordering::SeqCst));
             async move {
                 let started = Instant::now();
-                let tasks: Vec<_> = (0..TASKS)
-                    .map(|t| {
-                        let pool = pool.clone();
-                        tokio::spawn(async move {
-                            let stream = format!("conc-{r}-{t}");
-                            for v in 0..iters {
-                                raw_insert(&pool, &stream, v as i64 + 1, &deposit(1)).await;
-                            }
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.expect("task");
-                }
+                raw_append_x8(pool, &prefix, iters).await;
                 started.elapsed()
             }
         })
     });
     group.finish();
+}
+
+/// `TASKS` concurrent tasks, each appending `per_task` events one by one to its own stream.
+async fn annals_append_x8(store: &PgEventStore, prefix: &str, per_task: u64) {
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let store = store.clone();
+            let stream = format!("{prefix}-{t}");
+            tokio::spawn(async move {
+                for v in 0..per_task {
+                    annals_append(&store, &stream, v).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+}
+
+/// The baseline of [`annals_append_x8`].
+async fn raw_append_x8(pool: &PgPool, prefix: &str, per_task: u64) {
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let pool = pool.clone();
+            let stream = format!("{prefix}-{t}");
+            tokio::spawn(async move {
+                for v in 0..per_task {
+                    raw_insert(&pool, &stream, v as i64 + 1).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
 }
 
 /// 3: batches of 100 events in one call vs one multi-row INSERT.
@@ -136,45 +149,59 @@ fn append_batch(c: &mut Criterion, rt: &Runtime, store: &PgEventStore, pool: &Pg
     let n = AtomicU64::new(0);
     group.bench_function("annals", |b| {
         b.to_async(rt).iter(|| async {
-            let stream = format!("batch-{}", n.fetch_add(1, Ordering::SeqCst));
-            let events = (0..100).map(deposit).collect();
-            store
-                .append_to_stream(&stream, ExpectedVersion::NoStream, events)
-                .await
-                .expect("append");
+            annals_batch(
+                store,
+                &format!("batch-{}", n.fetch_add(1, Ordering::SeqCst)),
+            )
+            .await;
         })
     });
     let raw_n = AtomicU64::new(0);
     group.bench_function("raw_sql", |b| {
         b.to_async(rt).iter(|| async {
-            let stream = format!("batch-{}", raw_n.fetch_add(1, Ordering::SeqCst));
-            let events: Vec<NewEvent> = (0..100).map(deposit).collect();
-            sqlx::query(
-                "INSERT INTO raw_events (event_id, stream_id, stream_version, event_type, payload)
-                 SELECT id, $2, v, t, p::jsonb
-                 FROM unnest($1::uuid[], $3::bigint[], $4::text[], $5::text[]) AS u (id, v, t, p)",
+            raw_batch(
+                pool,
+                &format!("batch-{}", raw_n.fetch_add(1, Ordering::SeqCst)),
             )
-            .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-            .bind(&stream)
-            .bind((1..=100i64).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.event_type.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                events
-                    .iter()
-                    .map(|e| std::str::from_utf8(&e.payload).expect("json"))
-                    .collect::<Vec<_>>(),
-            )
-            .execute(pool)
-            .await
-            .expect("raw batch");
+            .await;
         })
     });
     group.finish();
+}
+
+async fn annals_batch(store: &PgEventStore, stream: &str) {
+    let events = (0..100).map(deposit).collect();
+    store
+        .append_to_stream(stream, ExpectedVersion::NoStream, events)
+        .await
+        .expect("append");
+}
+
+async fn raw_batch(pool: &PgPool, stream: &str) {
+    let events: Vec<NewEvent> = (0..100).map(deposit).collect();
+    sqlx::query(
+        "INSERT INTO raw_events (event_id, stream_id, stream_version, event_type, payload)
+         SELECT id, $2, v, t, p::jsonb
+         FROM unnest($1::uuid[], $3::bigint[], $4::text[], $5::text[]) AS u (id, v, t, p)",
+    )
+    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(stream)
+    .bind((1..=100i64).collect::<Vec<_>>())
+    .bind(
+        events
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| std::str::from_utf8(&e.payload).expect("json"))
+            .collect::<Vec<_>>(),
+    )
+    .execute(pool)
+    .await
+    .expect("raw batch");
 }
 
 /// 4: commands through the repository, on fresh aggregates and on one hot aggregate; the
@@ -187,12 +214,11 @@ fn commands(c: &mut Criterion, rt: &Runtime, store: &PgEventStore, pool: &PgPool
     let n = AtomicU64::new(0);
     group.bench_function("annals_fresh", |b| {
         b.to_async(rt).iter(|| async {
-            let id = format!("fresh-{}", n.fetch_add(1, Ordering::SeqCst));
-            let open = AccountCommand::Open {
-                owner: "Ada".into(),
-                currency: "EUR".into(),
-            };
-            accounts.execute(&id, open).await.expect("open");
+            annals_fresh(
+                &accounts,
+                &format!("fresh-{}", n.fetch_add(1, Ordering::SeqCst)),
+            )
+            .await;
         })
     });
     rt.block_on(async {
@@ -219,17 +245,33 @@ fn commands(c: &mut Criterion, rt: &Runtime, store: &PgEventStore, pool: &PgPool
     let raw_version = AtomicU64::new(0);
     group.bench_function("raw_sql", |b| {
         b.to_async(rt).iter(|| async {
-            let v = raw_version.fetch_add(1, Ordering::SeqCst) as i64;
-            let tail = sqlx::query("SELECT payload::text FROM raw_events WHERE stream_id = 'cmd' AND stream_version > $1")
-                .bind(v)
-                .fetch_all(pool)
-                .await
-                .expect("raw load");
-            assert!(tail.is_empty());
-            raw_insert(pool, "cmd", v + 1, &deposit(1)).await;
+            raw_command(pool, "cmd", raw_version.fetch_add(1, Ordering::SeqCst)).await;
         })
     });
     group.finish();
+}
+
+async fn annals_fresh(accounts: &Repository<BankAccount, PgEventStore>, id: &str) {
+    let open = AccountCommand::Open {
+        owner: "Ada".into(),
+        currency: "EUR".into(),
+    };
+    accounts.execute(id, open).await.expect("open");
+}
+
+/// A command's physical minimum: read the stream's tail (empty), insert one event.
+async fn raw_command(pool: &PgPool, stream: &str, version: u64) {
+    let v = version as i64;
+    let tail = sqlx::query(
+        "SELECT payload::text FROM raw_events WHERE stream_id = $1 AND stream_version > $2",
+    )
+    .bind(stream)
+    .bind(v)
+    .fetch_all(pool)
+    .await
+    .expect("raw load");
+    assert!(tail.is_empty());
+    raw_insert(pool, stream, v + 1).await;
 }
 
 /// 5: loading a 10,000-event aggregate with and without a snapshot, and a 10-event one.
@@ -436,6 +478,74 @@ async fn raw_catch_up(pool: &PgPool) {
     }
 }
 
+/// Workloads 1-4a again, annals and baseline in alternating blocks (see [`interleave`]):
+/// back-to-back criterion runs moved these ratios by up to 0.2 on a shared machine.
+fn interleaved(rt: &Runtime, store: &PgEventStore, pool: &PgPool) -> Vec<(&'static str, Vec<f64>)> {
+    let accounts = Repository::<BankAccount, _>::new(store.clone());
+    let accounts = &accounts;
+    let n = AtomicU64::new(0);
+    let next = || n.fetch_add(1, Ordering::SeqCst);
+    let (ours, raw) = (AtomicU64::new(0), AtomicU64::new(0));
+    rt.block_on(async {
+        let append_1 = interleave(
+            40,
+            50,
+            || annals_append(store, "il-seq", ours.fetch_add(1, Ordering::SeqCst)),
+            || {
+                raw_insert(
+                    pool,
+                    "il-seq",
+                    raw.fetch_add(1, Ordering::SeqCst) as i64 + 1,
+                )
+            },
+        )
+        .await;
+        let append_x8 = interleave(
+            30,
+            1,
+            || {
+                let prefix = format!("il-conc-{}", next());
+                async move { annals_append_x8(store, &prefix, 10).await }
+            },
+            || {
+                let prefix = format!("il-conc-{}", next());
+                async move { raw_append_x8(pool, &prefix, 10).await }
+            },
+        )
+        .await;
+        let append_100 = interleave(
+            40,
+            5,
+            || {
+                let stream = format!("il-batch-{}", next());
+                async move { annals_batch(store, &stream).await }
+            },
+            || {
+                let stream = format!("il-batch-{}", next());
+                async move { raw_batch(pool, &stream).await }
+            },
+        )
+        .await;
+        let raw_cmd = AtomicU64::new(0);
+        let fresh = interleave(
+            40,
+            25,
+            || {
+                let id = format!("il-fresh-{}", next());
+                async move { annals_fresh(accounts, &id).await }
+            },
+            || raw_command(pool, "il-cmd", raw_cmd.fetch_add(1, Ordering::SeqCst)),
+        )
+        .await;
+        vec![
+            ("append_1", append_1),
+            ("append_1_x8", append_x8),
+            ("append_100", append_100),
+            ("command/annals_fresh", fresh),
+        ]
+    })
+}
+
 fn main() {
     let rt = runtime();
     let pool = rt.block_on(bench_pool());
@@ -509,4 +619,10 @@ fn main() {
             },
         ],
     );
+    if std::env::var("ANNALS_BENCH_INTERLEAVED").map_or(true, |v| v != "0") {
+        print_interleaved(
+            "the same, annals and baseline in alternating blocks (ratio: median round)",
+            &interleaved(&rt, &store, &pool),
+        );
+    }
 }

@@ -4,7 +4,12 @@
 //! Run with: `cargo bench -p annals-benches` (PostgreSQL at `DATABASE_URL`, default
 //! `postgres://root@127.0.0.1:5432/test`; the benches create `annals_bench`).
 
-use std::{path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    future::Future,
+    path::PathBuf,
+    str::FromStr,
+    time::{Duration, Instant},
+};
 
 use annals_store_postgres::{PgEventStore, PgStoreOptions};
 use sqlx::{
@@ -146,6 +151,74 @@ pub fn print_summary(title: &str, pairs: &[Pair]) {
             rate(ours),
             base.map_or("-".to_owned(), |b| format!("{:.0}", rate(b))),
             base.map_or("-".to_owned(), |b| format!("{:.2}", rate(ours) / rate(b))),
+        );
+    }
+}
+
+/// Runs `rounds` rounds of `block` calls of annals' operation and of its baseline,
+/// alternately (and alternating which side goes first), and returns the baseline's time
+/// over annals' time for each round.
+///
+/// Criterion measures one bench after the other, so drift on a shared machine (other
+/// tenants, autovacuum, a checkpoint, a growing table) lands on one side of a ratio; here
+/// it lands on both.
+pub async fn interleave<A, FA, B, FB>(
+    rounds: usize,
+    block: usize,
+    mut annals: A,
+    mut baseline: B,
+) -> Vec<f64>
+where
+    A: FnMut() -> FA,
+    FA: Future<Output = ()>,
+    B: FnMut() -> FB,
+    FB: Future<Output = ()>,
+{
+    async fn timed<F: FnMut() -> Fut, Fut: Future<Output = ()>>(
+        block: usize,
+        op: &mut F,
+    ) -> Duration {
+        let started = Instant::now();
+        for _ in 0..block {
+            op().await;
+        }
+        started.elapsed()
+    }
+    let mut ratios = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let (ours, base) = if round % 2 == 0 {
+            let ours = timed(block, &mut annals).await;
+            (ours, timed(block, &mut baseline).await)
+        } else {
+            let base = timed(block, &mut baseline).await;
+            (timed(block, &mut annals).await, base)
+        };
+        ratios.push(base.as_secs_f64() / ours.as_secs_f64());
+    }
+    ratios
+}
+
+/// Prints each interleaved comparison: the median of its per-round ratios and the
+/// interquartile range.
+pub fn print_interleaved(title: &str, results: &[(&str, Vec<f64>)]) {
+    println!("\n{title}");
+    println!(
+        "{:<34} {:>8} {:>15} {:>7}",
+        "workload", "ratio", "middle half", "rounds"
+    );
+    for (label, ratios) in results {
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        if sorted.is_empty() {
+            continue;
+        }
+        println!(
+            "{:<34} {:>8.2} {:>15} {:>7}",
+            label,
+            at(0.5),
+            format!("{:.2}-{:.2}", at(0.25), at(0.75)),
+            sorted.len()
         );
     }
 }
