@@ -8,6 +8,7 @@ use annals_core::{
 
 use crate::{
     error::{from_append, from_sqlx},
+    read::Xid8,
     PgEventStore,
 };
 
@@ -113,7 +114,7 @@ enum Fast {
 
 /// What a single-statement fast path returned: the stream's new version, the last event's
 /// position and the commit id; `None` when the statement refused the append.
-type FastRow = Option<(i64, i64, i64)>;
+type FastRow = Option<(i64, i64, Xid8)>;
 
 impl PgEventStore {
     pub(crate) async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<AppendResult> {
@@ -235,7 +236,7 @@ impl PgEventStore {
                 .bind(count)
                 .bind(c.expected[0])
         };
-        let (base, last_position, commit_id): (Option<i64>, Option<i64>, i64) = query
+        let (base, last_position, commit_id): (Option<i64>, Option<i64>, Xid8) = query
             .bind(&c.event_ids)
             .bind(&c.event_types)
             .bind(&c.schema_versions)
@@ -254,7 +255,7 @@ impl PgEventStore {
     async fn fast_outcome(&self, append: &StreamAppend, row: FastRow) -> Result<Fast> {
         if let Some((version, last, commit_id)) = row {
             return Ok(Fast::Done(AppendResult {
-                position: Position::new(commit_id as u64, last as u64),
+                position: Position::new(commit_id.0, last as u64),
                 streams: vec![StreamVersion {
                     stream_id: append.stream_id.clone(),
                     version: version as u64,

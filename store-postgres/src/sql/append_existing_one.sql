@@ -13,4 +13,4 @@ INSERT INTO {schema}.events (event_id, stream_id, stream_version, event_type, sc
                              metadata, payload, payload_bin)
 SELECT $3, $1, s.version, $4, $5, $6::jsonb, $7::jsonb, $8
 FROM stream s
-RETURNING stream_version, global_position, transaction_id::text::bigint
+RETURNING stream_version, global_position, transaction_id

@@ -20,4 +20,4 @@ WITH stream AS (
 )
 SELECT (SELECT base FROM stream) AS base,
        (SELECT max(global_position) FROM inserted) AS last_position,
-       pg_current_xact_id()::text::bigint AS commit_id
+       pg_current_xact_id() AS commit_id

@@ -10,4 +10,4 @@ INSERT INTO {schema}.events (event_id, stream_id, stream_version, event_type, sc
                              metadata, payload, payload_bin)
 SELECT $2, $1, s.version, $3, $4, $5::jsonb, $6::jsonb, $7
 FROM stream s
-RETURNING stream_version, global_position, transaction_id::text::bigint
+RETURNING stream_version, global_position, transaction_id
