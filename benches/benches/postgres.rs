@@ -9,7 +9,7 @@ use std::{
 
 use annals_benches::{
     bench_pool, criterion_dir, interleave, print_interleaved, print_summary, raw_tables, runtime,
-    store, Pair,
+    store, Pair, Round,
 };
 use annals_core::{
     encode_event, Encoding, EventStore, ExpectedVersion, NewEvent, Position, Repository,
@@ -480,7 +480,11 @@ async fn raw_catch_up(pool: &PgPool) {
 
 /// Workloads 1-4a again, annals and baseline in alternating blocks (see [`interleave`]):
 /// back-to-back criterion runs moved these ratios by up to 0.2 on a shared machine.
-fn interleaved(rt: &Runtime, store: &PgEventStore, pool: &PgPool) -> Vec<(&'static str, Vec<f64>)> {
+fn interleaved(
+    rt: &Runtime,
+    store: &PgEventStore,
+    pool: &PgPool,
+) -> Vec<(&'static str, Vec<Round>)> {
     let accounts = Repository::<BankAccount, _>::new(store.clone());
     let accounts = &accounts;
     let n = AtomicU64::new(0);

@@ -155,19 +155,36 @@ pub fn print_summary(title: &str, pairs: &[Pair]) {
     }
 }
 
+/// One round of [`interleave`]: the time of `block` calls of each side.
+#[derive(Clone, Copy, Debug)]
+pub struct Round {
+    /// annals' block.
+    pub annals: Duration,
+    /// The baseline's block.
+    pub baseline: Duration,
+    /// Calls per block.
+    pub calls: u32,
+}
+
+impl Round {
+    /// The baseline's time over annals' (above 1: annals is faster).
+    pub fn ratio(&self) -> f64 {
+        self.baseline.as_secs_f64() / self.annals.as_secs_f64()
+    }
+}
+
 /// Runs `rounds` rounds of `block` calls of annals' operation and of its baseline,
-/// alternately (and alternating which side goes first), and returns the baseline's time
-/// over annals' time for each round.
+/// alternately (and alternating which side goes first).
 ///
 /// Criterion measures one bench after the other, so drift on a shared machine (other
 /// tenants, autovacuum, a checkpoint, a growing table) lands on one side of a ratio; here
 /// it lands on both.
 pub async fn interleave<A, FA, B, FB>(
     rounds: usize,
-    block: usize,
+    block: u32,
     mut annals: A,
     mut baseline: B,
-) -> Vec<f64>
+) -> Vec<Round>
 where
     A: FnMut() -> FA,
     FA: Future<Output = ()>,
@@ -175,7 +192,7 @@ where
     FB: Future<Output = ()>,
 {
     async fn timed<F: FnMut() -> Fut, Fut: Future<Output = ()>>(
-        block: usize,
+        block: u32,
         op: &mut F,
     ) -> Duration {
         let started = Instant::now();
@@ -184,7 +201,7 @@ where
         }
         started.elapsed()
     }
-    let mut ratios = Vec::with_capacity(rounds);
+    let mut results = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let (ours, base) = if round % 2 == 0 {
             let ours = timed(block, &mut annals).await;
@@ -193,32 +210,51 @@ where
             let base = timed(block, &mut baseline).await;
             (timed(block, &mut annals).await, base)
         };
-        ratios.push(base.as_secs_f64() / ours.as_secs_f64());
+        results.push(Round {
+            annals: ours,
+            baseline: base,
+            calls: block,
+        });
     }
-    ratios
+    results
 }
 
-/// Prints each interleaved comparison: the median of its per-round ratios and the
-/// interquartile range.
-pub fn print_interleaved(title: &str, results: &[(&str, Vec<f64>)]) {
+/// Prints each interleaved comparison: the median round's ratio, the middle half of the
+/// rounds' ratios, and each side's median time per call.
+pub fn print_interleaved(title: &str, results: &[(&str, Vec<Round>)]) {
+    fn median(mut values: Vec<f64>, q: f64) -> f64 {
+        values.sort_by(f64::total_cmp);
+        values[((values.len() - 1) as f64 * q).round() as usize]
+    }
     println!("\n{title}");
     println!(
-        "{:<34} {:>8} {:>15} {:>7}",
-        "workload", "ratio", "middle half", "rounds"
+        "{:<34} {:>7} {:>12} {:>12} {:>12} {:>7}",
+        "workload", "ratio", "middle half", "annals/call", "other/call", "rounds"
     );
-    for (label, ratios) in results {
-        let mut sorted = ratios.clone();
-        sorted.sort_by(f64::total_cmp);
-        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
-        if sorted.is_empty() {
+    for (label, rounds) in results {
+        if rounds.is_empty() {
             continue;
         }
+        let ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
+        let per_call = |side: fn(&Round) -> Duration| {
+            let us = rounds
+                .iter()
+                .map(|r| side(r).as_secs_f64() * 1e6 / f64::from(r.calls))
+                .collect();
+            format!("{:.0} µs", median(us, 0.5))
+        };
         println!(
-            "{:<34} {:>8.2} {:>15} {:>7}",
+            "{:<34} {:>7.2} {:>12} {:>12} {:>12} {:>7}",
             label,
-            at(0.5),
-            format!("{:.2}-{:.2}", at(0.25), at(0.75)),
-            sorted.len()
+            median(ratios.clone(), 0.5),
+            format!(
+                "{:.2}-{:.2}",
+                median(ratios.clone(), 0.25),
+                median(ratios, 0.75)
+            ),
+            per_call(|r| r.annals),
+            per_call(|r| r.baseline),
+            rounds.len()
         );
     }
 }

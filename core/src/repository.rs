@@ -13,7 +13,14 @@ use crate::{
 #[non_exhaustive]
 pub struct RepositoryOptions {
     /// Write a snapshot each time a stream's version crosses a multiple of this (`None`:
-    /// never). Default: every 100 events.
+    /// never). Default: every 25 events.
+    ///
+    /// A snapshot costs about one append (an upsert of one row per aggregate: snapshots do
+    /// not pile up); each event read after it costs a few microseconds (on PostgreSQL,
+    /// about 1 % of an append). With every `n` events, a command pays `1/n` of a snapshot
+    /// write and reads `n/2` events on average, which is cheapest around `n` = 15-30;
+    /// measured on the bench's hot aggregate, 25 instead of 100 made a command about 15 %
+    /// faster. Raise it for aggregates whose state is large next to their events.
     pub snapshot_every: Option<u64>,
     /// How many times a command is re-run on a fresh load after an optimistic-concurrency
     /// conflict before the conflict is returned. Default: 5.
@@ -27,7 +34,7 @@ pub struct RepositoryOptions {
 impl Default for RepositoryOptions {
     fn default() -> Self {
         Self {
-            snapshot_every: Some(100),
+            snapshot_every: Some(25),
             max_conflict_retries: 5,
             event_encoding: Encoding::Json,
             snapshot_encoding: Encoding::Postcard,

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use annals_benches::{interleave, print_interleaved};
+use annals_benches::{interleave, print_interleaved, Round};
 use annals_core::{Repository, RepositoryOptions};
 use annals_peers_bench::{cqrs::CqAccount, es::EsAccount, Cmd};
 use annals_store_postgres::PgEventStore;
@@ -273,7 +273,7 @@ fn main() {
 
 /// The command workloads again, annals and one peer at a time in alternating blocks (see
 /// `annals_benches::interleave`), so drift on the machine lands on both sides.
-async fn interleaved(p: &'static Peers, es_hot: uuid::Uuid) -> Vec<(&'static str, Vec<f64>)> {
+async fn interleaved(p: &'static Peers, es_hot: uuid::Uuid) -> Vec<(&'static str, Vec<Round>)> {
     let run = AtomicU64::new(1 << 40);
     let run = &run;
     let mut results = Vec::new();
