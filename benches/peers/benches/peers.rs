@@ -180,8 +180,9 @@ async fn prefill(p: &Peers, id: &str, es_id: uuid::Uuid, deposits: i64) {
     .expect("esrs fill");
 }
 
-/// Runs the criterion benches; returns the esrs id of the hot aggregate.
-fn bench(c: &mut Criterion, rt: &Runtime, p: &'static Peers) -> uuid::Uuid {
+/// Runs the criterion benches; returns the esrs ids of the hot and the 10,000-event
+/// aggregates.
+fn bench(c: &mut Criterion, rt: &Runtime, p: &'static Peers) -> (uuid::Uuid, uuid::Uuid) {
     let run = AtomicU64::new(0);
     for (group, tasks) in [("fresh_command", 1u64), ("fresh_command_x8", 8)] {
         let mut g = c.benchmark_group(group);
@@ -248,7 +249,7 @@ fn bench(c: &mut Criterion, rt: &Runtime, p: &'static Peers) -> uuid::Uuid {
             .iter(|| async { p.esrs.load(es_big).await.expect("load") })
     });
     g.finish();
-    es_hot
+    (es_hot, es_big)
 }
 
 fn main() {
@@ -262,18 +263,22 @@ fn main() {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    let es_hot = bench(&mut c, &rt, peers);
+    let (es_hot, es_big) = bench(&mut c, &rt, peers);
     c.final_summary();
     print_interleaved(
         "each peer's time over annals' for the same commands, in alternating blocks \
          (above 1: annals is faster)",
-        &rt.block_on(interleaved(peers, es_hot)),
+        &rt.block_on(interleaved(peers, es_hot, es_big)),
     );
 }
 
 /// The command workloads again, annals and one peer at a time in alternating blocks (see
 /// `annals_benches::interleave`), so drift on the machine lands on both sides.
-async fn interleaved(p: &'static Peers, es_hot: uuid::Uuid) -> Vec<(&'static str, Vec<Round>)> {
+async fn interleaved(
+    p: &'static Peers,
+    es_hot: uuid::Uuid,
+    es_big: uuid::Uuid,
+) -> Vec<(&'static str, Vec<Round>)> {
     let run = AtomicU64::new(1 << 40);
     let run = &run;
     let mut results = Vec::new();
@@ -321,6 +326,27 @@ async fn interleaved(p: &'static Peers, es_hot: uuid::Uuid) -> Vec<(&'static str
         "hot command vs esrs",
         interleave(20, 5, annals_hot, || {
             esrs_command(p, es_hot, Cmd::Deposit { amount: 1 })
+        })
+        .await,
+    ));
+    let annals_load = || async move {
+        drop(p.annals_plain.load("big").await.expect("annals"));
+    };
+    let cqrs_store = PersistedEventStore::<_, CqAccount>::new_event_store(
+        PostgresEventRepository::new(p.pool.clone()),
+    );
+    let cqrs_store = &cqrs_store;
+    results.push((
+        "load 10k vs cqrs-es",
+        interleave(10, 1, annals_load, || async move {
+            drop(cqrs_store.load_aggregate("big").await.expect("cqrs"));
+        })
+        .await,
+    ));
+    results.push((
+        "load 10k vs esrs",
+        interleave(10, 1, annals_load, || async move {
+            drop(p.esrs.load(es_big).await.expect("esrs"));
         })
         .await,
     ));
