@@ -91,6 +91,24 @@ impl PgCheckpoints {
         self.store.pool()
     }
 
+    /// Begins a transaction on a pooled connection, in a way a dropped caller cannot
+    /// interrupt.
+    ///
+    /// sqlx 0.8's `begin`, dropped after BEGIN is sent and before its reply (a worker aborted
+    /// or timed out at that moment), returns the connection to the pool inside the open
+    /// transaction, believing it idle. The next user of that connection, an append for
+    /// instance, then runs inside that transaction: acknowledged, invisible to others, and
+    /// lost if whoever uses the connection next rolls back. On a task of its own, `begin`
+    /// always completes; a transaction nobody waits for any more is dropped there, which
+    /// rolls it back before the connection is reused.
+    async fn begin_tx(&self) -> Result<PgTx> {
+        let pool = self.pool().clone();
+        tokio::spawn(async move { pool.begin().await })
+            .await
+            .map_err(|e| Error::backend(format!("beginning a transaction: {e}")))?
+            .map_err(sqlx_err)
+    }
+
     async fn read_checkpoints(&self, projection: Option<&str>) -> Result<Vec<CheckpointRecord>> {
         let rows = sqlx::query(&self.sql.checkpoints)
             .bind(projection)
@@ -210,7 +228,7 @@ impl CheckpointStore for PgCheckpoints {
     type Lease = PgLease;
 
     async fn begin(&self, projection: &str, from: Position) -> Result<PgTx> {
-        let mut tx = self.pool().begin().await.map_err(sqlx_err)?;
+        let mut tx = self.begin_tx().await?;
         let actual = self.lock_checkpoint(&mut tx, projection).await?;
         if actual != from {
             return Err(Error::Fenced {
@@ -234,7 +252,7 @@ impl CheckpointStore for PgCheckpoints {
     }
 
     async fn begin_untracked(&self) -> Result<PgTx> {
-        self.pool().begin().await.map_err(sqlx_err)
+        self.begin_tx().await
     }
 
     async fn commit_untracked(&self, tx: PgTx) -> Result<()> {
@@ -355,7 +373,7 @@ impl CheckpointStore for PgCheckpoints {
     }
 
     async fn reset(&self, projection: &str, tables: &[String]) -> Result<()> {
-        let mut tx = self.pool().begin().await.map_err(sqlx_err)?;
+        let mut tx = self.begin_tx().await?;
         // Waits for a live batch in flight; the live worker then finds the checkpoint moved
         // and restarts from the start.
         self.lock_checkpoint(&mut tx, projection).await?;
@@ -397,7 +415,7 @@ impl CheckpointStore for PgCheckpoints {
 
     async fn open_shadow(&self, projection: &str) -> Result<(PgTx, Position)> {
         let schema = self.shadow(projection);
-        let mut tx = self.pool().begin().await.map_err(sqlx_err)?;
+        let mut tx = self.begin_tx().await?;
         sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
             .execute(&mut *tx)
             .await
@@ -485,7 +503,7 @@ impl CheckpointStore for PgCheckpoints {
     }
 
     async fn discard_shadow(&self, projection: &str) -> Result<bool> {
-        let mut tx = self.pool().begin().await.map_err(sqlx_err)?;
+        let mut tx = self.begin_tx().await?;
         sqlx::query(&format!(
             "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
             self.shadow(projection)

@@ -85,3 +85,111 @@ async fn catch_up_over_100_000_events_reaches_the_head() {
     println!("appended 100k in {appended:?}, caught up in {caught_up:?}");
     drop_database(&db).await;
 }
+
+/// sqlx 0.8's `begin`, dropped after BEGIN is sent and before its reply arrives (a worker
+/// aborted at that moment), hands the connection back to the pool inside the open
+/// transaction. Whatever runs on it next runs in that transaction: an append there is
+/// acknowledged, invisible to everyone else, and lost if a later stranger rolls back (seen
+/// once as a projection finding a stream's version going backwards). Checkpoint
+/// transactions must begin in a way a drop cannot interrupt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_transaction_dropped_while_beginning_leaves_no_transaction_open() {
+    use std::{future::Future, pin::pin, str::FromStr, task::Poll};
+
+    use annals_core::{encode_event, Encoding, ExpectedVersion, Position};
+    use annals_projections::CheckpointStore;
+    use sqlx::{
+        postgres::{PgConnectOptions, PgPoolOptions},
+        Connection, PgConnection,
+    };
+
+    let (store, db) = fresh_store().await;
+    // One connection, so the append below reuses the one the dropped `begin` had.
+    let options = PgConnectOptions::from_str(&common::database_url())
+        .expect("DATABASE_URL")
+        .database(&db);
+    let single = annals_store_postgres::PgEventStore::new(
+        PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .expect("connect"),
+    );
+    let checkpoints = PgCheckpoints::new(&single);
+    let event =
+        || encode_event(&common::TallyEvent::Added { n: 1 }, Encoding::Json).expect("encode");
+    single
+        .append_to_stream("warm", ExpectedVersion::Any, vec![event()])
+        .await
+        .expect("warm the pool");
+    let mut admin = PgConnection::connect(&common::database_url())
+        .await
+        .expect("admin");
+    // Poll `begin` until the server has executed BEGIN, then drop it before it sees the
+    // reply.
+    let mut interrupted = false;
+    for _ in 0..2_000 {
+        let mut begin = pin!(checkpoints.begin("p", Position::START));
+        loop {
+            let polled =
+                std::future::poll_fn(|cx| Poll::Ready(begin.as_mut().poll(cx).map(|r| r.is_ok())))
+                    .await;
+            if let Poll::Ready(ok) = polled {
+                assert!(ok, "begin failed");
+                break; // finished before we caught it in flight: the tx drops and rolls back
+            }
+            if open_transactions(&mut admin, &db).await > 0 {
+                interrupted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        if interrupted {
+            break;
+        }
+        // Let the dropped transaction's rollback finish before trying again.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(interrupted, "never caught BEGIN in flight");
+
+    single
+        .append_to_stream("after", ExpectedVersion::NoStream, vec![event()])
+        .await
+        .expect("append after the dropped begin");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let visible: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM \"{}\".events WHERE stream_id = 'after'",
+            single.schema()
+        ))
+        // Through the other pool: another connection to the same database.
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+        if visible == 1 && open_transactions(&mut admin, &db).await == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the acknowledged append is not committed ({visible} visible): it ran inside the \
+             dropped begin's transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(store);
+    drop(single);
+    let _ = admin.close().await;
+    drop_database(&db).await;
+}
+
+/// Connections to `db` sitting in an open transaction.
+async fn open_transactions(admin: &mut sqlx::PgConnection, db: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = $1 AND state LIKE 'idle in transaction%'",
+    )
+    .bind(db)
+    .fetch_one(admin)
+    .await
+    .expect("pg_stat_activity")
+}
