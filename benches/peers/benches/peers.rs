@@ -306,9 +306,10 @@ async fn interleaved(
         drop(p.annals.execute("hot", deposit()).await.expect("annals"));
     };
     // The prefill wrote the hot aggregate's events without the repository, so it has no
-    // snapshot until its version crosses the next multiple of 100; a long-lived aggregate
-    // always has one at most 100 events back. Reach that state first (criterion's warm-up
-    // does the same for the benches above).
+    // snapshot until its version crosses the next multiple of the snapshot interval; a
+    // long-lived aggregate always has one at most that many events back. Reach that state
+    // first (criterion's warm-up does the same for the benches above); 100 commands cover
+    // any interval up to 100.
     for _ in 0..100 {
         annals_hot().await;
     }
