@@ -248,6 +248,13 @@ impl PgEventStore {
     }
 
     /// The connection pool (for projections writing read tables in the same database).
+    ///
+    /// Appends run on it too, so a connection returned to it inside an open transaction
+    /// would take the next append into that transaction. sqlx 0.8's `Pool::begin` does
+    /// exactly that when its future is dropped after sending BEGIN and before the reply
+    /// (a task aborted or timed out at that moment). If your code begins transactions on
+    /// this pool and may be cancelled, begin them on a task of their own, as annals'
+    /// projections do: `tokio::spawn(async move { pool.begin().await })`.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
