@@ -98,9 +98,10 @@ impl PgCheckpoints {
     /// or timed out at that moment), returns the connection to the pool inside the open
     /// transaction, believing it idle. The next user of that connection, an append for
     /// instance, then runs inside that transaction: acknowledged, invisible to others, and
-    /// lost if whoever uses the connection next rolls back. On a task of its own, `begin`
-    /// always completes; a transaction nobody waits for any more is dropped there, which
-    /// rolls it back before the connection is reused.
+    /// lost if whoever uses the connection next rolls back (upstream: transact-rs/sqlx#4393,
+    /// fixed by #4394, in no release up to 0.9.0). On a task of its own, `begin` always
+    /// completes; a transaction nobody waits for any more is dropped there, which rolls it
+    /// back before the connection is reused.
     async fn begin_tx(&self) -> Result<PgTx> {
         let pool = self.pool().clone();
         tokio::spawn(async move { pool.begin().await })
