@@ -1,5 +1,6 @@
-//! Appends: one statement (`append_events`) per call, whatever the number of streams and
-//! events.
+//! Appends. One event, or several events to one stream, go through one plain SQL statement
+//! (`sql/append_*.sql`); several streams, and what that statement cannot decide (a missing
+//! stream under `Any`, a race), go through the `append_events` function.
 
 use annals_core::{
     AppendResult, Encoding, Error, ExpectedVersion, NewEvent, Position, Result, StreamAppend,
@@ -127,8 +128,8 @@ impl PgEventStore {
         if let [append] = appends.as_slice() {
             let fast = match append.events.as_slice() {
                 [] => None,
-                [event] => Some(self.append_single(append, event).await?),
-                _ => Some(self.append_one(append).await?),
+                [event] => Some(self.append_one_event(append, event).await?),
+                _ => Some(self.append_one_stream(append).await?),
             };
             match fast {
                 Some(Fast::Done(result)) => {
@@ -191,7 +192,7 @@ impl PgEventStore {
 
     /// The commonest append, one event to one stream, as one statement with scalar
     /// parameters.
-    async fn append_single(&self, append: &StreamAppend, event: &NewEvent) -> Result<Fast> {
+    async fn append_one_event(&self, append: &StreamAppend, event: &NewEvent) -> Result<Fast> {
         check_stream_id(append)?;
         let (schema_version, metadata) = checked_columns(event)?;
         let (json, binary) = if event.encoding == Encoding::Json {
@@ -223,7 +224,7 @@ impl PgEventStore {
 
     /// Several events to one stream: an UPDATE (or, for a new stream, an INSERT) of its row
     /// and the INSERT of its events in one statement, with no plpgsql call.
-    async fn append_one(&self, append: &StreamAppend) -> Result<Fast> {
+    async fn append_one_stream(&self, append: &StreamAppend) -> Result<Fast> {
         let c = Columns::new(std::slice::from_ref(append))?;
         let count = c.event_ids.len() as i64;
         let query = if Self::creates(append) {
