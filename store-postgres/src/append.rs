@@ -7,6 +7,8 @@ use annals_core::{
     StreamVersion,
 };
 
+use sqlx::{postgres::PgArguments, query::QueryAs, Postgres};
+
 use crate::{
     error::{from_append, from_sqlx},
     read::Xid8,
@@ -103,6 +105,20 @@ impl<'a> Columns<'a> {
         }
         Ok(c)
     }
+
+    /// Binds the per-event arrays, in the order every append statement takes them.
+    fn bind_events<'q, O>(
+        &'q self,
+        query: QueryAs<'q, Postgres, O, PgArguments>,
+    ) -> QueryAs<'q, Postgres, O, PgArguments> {
+        query
+            .bind(&self.event_ids)
+            .bind(&self.event_types)
+            .bind(&self.schema_versions)
+            .bind(&self.metadata)
+            .bind(&self.is_json)
+            .bind(&self.payloads)
+    }
 }
 
 /// What the single-statement fast path concluded.
@@ -125,11 +141,16 @@ impl PgEventStore {
                 streams: Vec::new(),
             });
         }
+        // Built once: the one-stream path and the general one (its fallback) both bind it.
+        let mut columns = None;
         if let [append] = appends.as_slice() {
             let fast = match append.events.as_slice() {
                 [] => None,
                 [event] => Some(self.append_one_event(append, event).await?),
-                _ => Some(self.append_one_stream(append).await?),
+                _ => {
+                    let c = columns.insert(Columns::new(&appends)?);
+                    Some(self.append_one_stream(append, c).await?)
+                }
             };
             match fast {
                 Some(Fast::Done(result)) => {
@@ -146,23 +167,21 @@ impl PgEventStore {
                 Some(Fast::Fallback) | None => {}
             }
         }
-        let c = Columns::new(&appends)?;
-        let (versions, commit_id, last_position): (Vec<i64>, Option<i64>, Option<i64>) =
-            sqlx::query_as(&self.inner.sql.append)
-                .bind(&c.streams)
-                .bind(&c.expected)
-                .bind(&c.event_stream)
-                .bind(&c.event_ids)
-                .bind(&c.event_types)
-                .bind(&c.schema_versions)
-                .bind(&c.metadata)
-                .bind(&c.is_json)
-                .bind(&c.payloads)
-                // NOTIFY happens after commit, outside this statement (see listen.rs).
-                .bind(false)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|e| from_append(e, &appends))?;
+        let c = match columns {
+            Some(c) => c,
+            None => Columns::new(&appends)?,
+        };
+        let query = sqlx::query_as(&self.inner.sql.append)
+            .bind(&c.streams)
+            .bind(&c.expected)
+            .bind(&c.event_stream);
+        let (versions, commit_id, last_position): (Vec<i64>, Option<i64>, Option<i64>) = c
+            .bind_events(query)
+            // NOTIFY happens after commit, outside this statement (see listen.rs).
+            .bind(false)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| from_append(e, &appends))?;
         let position = match (commit_id, last_position) {
             (Some(commit), Some(last)) => {
                 self.inner.wakeups.appended(self.inner.options.notify);
@@ -224,8 +243,7 @@ impl PgEventStore {
 
     /// Several events to one stream: an UPDATE (or, for a new stream, an INSERT) of its row
     /// and the INSERT of its events in one statement, with no plpgsql call.
-    async fn append_one_stream(&self, append: &StreamAppend) -> Result<Fast> {
-        let c = Columns::new(std::slice::from_ref(append))?;
+    async fn append_one_stream(&self, append: &StreamAppend, c: &Columns<'_>) -> Result<Fast> {
         let count = c.event_ids.len() as i64;
         let query = if Self::creates(append) {
             sqlx::query_as(&self.inner.sql.append_new)
@@ -237,13 +255,8 @@ impl PgEventStore {
                 .bind(count)
                 .bind(c.expected[0])
         };
-        let (base, last_position, commit_id): (Option<i64>, Option<i64>, Xid8) = query
-            .bind(&c.event_ids)
-            .bind(&c.event_types)
-            .bind(&c.schema_versions)
-            .bind(&c.metadata)
-            .bind(&c.is_json)
-            .bind(&c.payloads)
+        let (base, last_position, commit_id): (Option<i64>, Option<i64>, Xid8) = c
+            .bind_events(query)
             .fetch_one(&self.pool)
             .await
             .map_err(from_sqlx)?;
