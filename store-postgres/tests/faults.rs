@@ -24,17 +24,28 @@ fn event(n: u64) -> NewEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_killed_mid_append_leaves_nothing_and_the_pool_recovers() {
-    // One stream takes the single-statement path, two streams the append_events function.
-    kill_mid_append(false).await;
-    kill_mid_append(true).await;
+    for shape in [Shape::OneEvent, Shape::OneStream, Shape::TwoStreams] {
+        kill_mid_append(shape).await;
+    }
 }
 
-async fn kill_mid_append(multi_stream: bool) {
+/// Which append path the killed append takes.
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    /// One event: the scalar single-statement path.
+    OneEvent,
+    /// Several events to one stream: the array single-statement path.
+    OneStream,
+    /// Two streams: the append_events function.
+    TwoStreams,
+}
+
+async fn kill_mid_append(shape: Shape) {
     let dbs = TestDatabases::default();
     let store = dbs.store().await;
 
-    // An open transaction holds event id X, so an append whose third event has id X
-    // inserts its first two rows and then waits on X's unique index entry.
+    // An open transaction holds event id X, so an append whose last event has id X writes
+    // its stream row and the events before it, then waits on X's unique index entry.
     let blocking_id = uuid::Uuid::now_v7();
     let mut blocker = store.pool().acquire().await.expect("conn").detach();
     blocker.execute("BEGIN").await.expect("begin");
@@ -52,12 +63,17 @@ async fn kill_mid_append(multi_stream: bool) {
     let append = {
         let store = store.clone();
         tokio::spawn(async move {
+            let events = if shape == Shape::OneEvent {
+                vec![third]
+            } else {
+                vec![event(1), event(2), third]
+            };
             let mut appends = vec![StreamAppend::new(
                 "victim",
                 ExpectedVersion::NoStream,
-                vec![event(1), event(2), third],
+                events,
             )];
-            if multi_stream {
+            if shape == Shape::TwoStreams {
                 appends.push(StreamAppend::new(
                     "victim-2",
                     ExpectedVersion::Any,
