@@ -6,21 +6,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use annals_core::{
-    Encoding, Error, EventStore, ExpectedVersion, NewEvent, Position, ReadAll, ReadStream,
-    StreamAppend,
+    Error, EventStore, ExpectedVersion, Position, ReadAll, ReadStream, StreamAppend,
 };
 use annals_store_postgres::PgEventStore;
-use common::TestDatabases;
+use common::{event, TestDatabases};
 use sqlx::{Connection, Executor, Row};
-
-fn event(n: u64) -> NewEvent {
-    NewEvent::new(
-        "t",
-        1,
-        Encoding::Json,
-        format!(r#"{{"n":{n}}}"#).into_bytes(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_killed_mid_append_leaves_nothing_and_the_pool_recovers() {

@@ -5,14 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use annals_core::{Encoding, EventStore, ExpectedVersion, NewEvent, Position};
+use annals_core::{EventStore, ExpectedVersion, Position};
 use annals_store_postgres::{PgEventStore, PgStoreOptions};
-use common::TestDatabases;
+use common::{event, TestDatabases};
 use sqlx::Executor;
-
-fn event() -> NewEvent {
-    NewEvent::new("t", 1, Encoding::Json, b"{}".to_vec())
-}
 
 /// Spawns a waiter, appends after a pause, returns how long the waiter took to wake.
 async fn wake_latency(waiter: PgEventStore, writer: PgEventStore) -> Duration {
@@ -24,7 +20,7 @@ async fn wake_latency(waiter: PgEventStore, writer: PgEventStore) -> Duration {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let appended_at = Instant::now();
     writer
-        .append_to_stream("s", ExpectedVersion::Any, vec![event()])
+        .append_to_stream("s", ExpectedVersion::Any, vec![event(0)])
         .await
         .expect("append");
     let (woke, at) = waiting.await.expect("join");

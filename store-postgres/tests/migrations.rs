@@ -3,16 +3,10 @@
 
 mod common;
 
-use annals_core::{
-    Encoding, Error, EventStore, ExpectedVersion, NewEvent, Position, ReadAll, ReadStream,
-};
+use annals_core::{Error, EventStore, ExpectedVersion, Position, ReadAll, ReadStream};
 use annals_store_postgres::{PgEventStore, PgStoreOptions};
-use common::TestDatabases;
+use common::{event, TestDatabases};
 use sqlx::{postgres::PgPoolOptions, Connection};
-
-fn event() -> NewEvent {
-    NewEvent::new("t", 1, Encoding::Json, b"{}".to_vec())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_is_idempotent_and_safe_to_run_concurrently() {
@@ -34,7 +28,7 @@ async fn migrate_is_idempotent_and_safe_to_run_concurrently() {
     let store = PgEventStore::new(pool.clone());
     store.migrate().await.expect("migrate again");
     store
-        .append_to_stream("s", ExpectedVersion::NoStream, vec![event()])
+        .append_to_stream("s", ExpectedVersion::NoStream, vec![event(0)])
         .await
         .expect("append after migrating");
     store.migrate().await.expect("migrate with data");
@@ -58,10 +52,10 @@ async fn schemas_are_configurable_and_isolated() {
     a.migrate().await.expect("migrate a");
     b.migrate().await.expect("migrate b");
     assert_eq!(a.schema(), "tenant_a");
-    a.append_to_stream("s", ExpectedVersion::NoStream, vec![event()])
+    a.append_to_stream("s", ExpectedVersion::NoStream, vec![event(0)])
         .await
         .expect("append a");
-    b.append_to_stream("s", ExpectedVersion::NoStream, vec![event(), event()])
+    b.append_to_stream("s", ExpectedVersion::NoStream, vec![event(0), event(0)])
         .await
         .expect("append b: same stream name, other schema");
     assert_eq!(
@@ -153,7 +147,7 @@ async fn connect_pins_read_committed_whatever_the_database_default() {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .append_to_stream("hot", ExpectedVersion::Any, vec![event()])
+                    .append_to_stream("hot", ExpectedVersion::Any, vec![event(0)])
                     .await
             })
         })

@@ -6,20 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use annals_core::{
-    testkit::conformance, Encoding, EventStore, ExpectedVersion, NewEvent, Position, ReadAll,
-};
-use common::TestDatabases;
+use annals_core::{testkit::conformance, EventStore, ExpectedVersion, Position, ReadAll};
+use common::{event, TestDatabases};
 use sqlx::{Connection, Executor};
-
-fn event(n: u64) -> NewEvent {
-    NewEvent::new(
-        "t",
-        1,
-        Encoding::Json,
-        format!(r#"{{"n":{n}}}"#).into_bytes(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_writers_and_a_tailing_reader_see_every_event_exactly_once() {

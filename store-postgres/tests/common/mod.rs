@@ -15,6 +15,16 @@ use sqlx::{
     Connection, Executor, PgConnection,
 };
 
+/// A small JSON event of type `t` carrying `n`.
+pub fn event(n: u64) -> annals_core::NewEvent {
+    annals_core::NewEvent::new(
+        "t",
+        1,
+        annals_core::Encoding::Json,
+        format!(r#"{{"n":{n}}}"#).into_bytes(),
+    )
+}
+
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned())
