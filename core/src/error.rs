@@ -1,3 +1,5 @@
+use uuid::Uuid;
+
 use crate::{ExpectedVersion, Position};
 
 /// A boxed error from a codec or a storage backend.
@@ -23,6 +25,30 @@ pub enum Error {
         expected: ExpectedVersion,
         /// The stream's version when the append was refused (0: no stream).
         actual: u64,
+    },
+
+    /// Some of an append's event ids are already stored, but not as this same append: an
+    /// append is recognised as a repeat (and answered with its original result) only when
+    /// every one of its events is stored, on the same streams, in the same order, by one
+    /// earlier append. Nothing was written.
+    #[error("event {event_id} is already stored, {detail}; an append is answered as a repeat only when all its events are stored by one earlier append, on the same streams, in the same order")]
+    DuplicateEvent {
+        /// The first event id that does not fit.
+        event_id: Uuid,
+        /// How the stored events differ from the append (another stream, another order,
+        /// only some of them stored).
+        detail: String,
+    },
+
+    /// An append inside a caller's transaction was refused because a younger transaction
+    /// wrote to the stream first: the log would list this transaction's events before the
+    /// stream's earlier versions. Roll the transaction back and run it again (a fresh
+    /// transaction is younger than every committed writer). Only a transaction that wrote
+    /// something before its first append can meet this.
+    #[error("stream `{stream_id}` was written by a younger transaction after this transaction began writing; roll back and retry the transaction")]
+    StaleTransaction {
+        /// The stream appended to.
+        stream_id: String,
     },
 
     /// The stored event type is not one the reading code knows.
@@ -95,6 +121,15 @@ impl Error {
     /// True for an optimistic-concurrency conflict.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict { .. })
+    }
+
+    /// True when running the operation again (after reloading what it depends on) can
+    /// succeed: a conflict, or a caller's transaction that must be retried whole.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Conflict { .. } | Error::StaleTransaction { .. }
+        )
     }
 
     /// Wraps a backend error.

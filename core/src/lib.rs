@@ -6,6 +6,7 @@ mod codec;
 mod envelope;
 mod error;
 mod position;
+mod repeat;
 mod repository;
 mod snapshot;
 mod store;
@@ -19,10 +20,11 @@ pub use codec::{decode_event, encode_event, event_type_of, event_types_of, Encod
 pub use envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
 pub use error::{BoxError, Error, Result};
 pub use position::Position;
+pub use repeat::{check_repeat, Repeat, StoredAt};
 pub use repository::{ExecuteError, Executed, Loaded, Repository, RepositoryOptions};
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::{
-    AppendResult, Direction, EventStore, ExpectedVersion, ReadAll, ReadStream, StreamAppend,
-    StreamVersion,
+    check_appends, check_stream_id, AppendResult, Direction, EventStore, ExpectedVersion, ReadAll,
+    ReadStream, StreamAppend, StreamVersion, MAX_STREAM_ID_BYTES,
 };
 pub use upcast::Upcasters;

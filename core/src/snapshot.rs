@@ -49,6 +49,11 @@ pub trait SnapshotStore: Send + Sync {
     /// The snapshot for this key (if any) and the stream's events after it. Backends that
     /// can do it in one round trip override this.
     ///
+    /// A snapshot that claims a version past the stream's end (written for events that were
+    /// never committed, or left from a stream that was recreated) is not returned: the
+    /// whole stream comes back instead, so the aggregate is replayed rather than stuck at
+    /// a version no append can match.
+    ///
     /// # Errors
     ///
     /// [`Error::Backend`](crate::Error::Backend) when the store fails.
@@ -69,6 +74,16 @@ pub trait SnapshotStore: Send + Sync {
             let events = self
                 .read_stream(stream_id, ReadStream::forward_from(from))
                 .await?;
+            if snapshot.is_some() && events.is_empty() {
+                let version = self.stream_version(stream_id).await?;
+                if snapshot
+                    .as_ref()
+                    .is_some_and(|s| s.stream_version > version)
+                {
+                    let events = self.read_stream(stream_id, ReadStream::all()).await?;
+                    return Ok((None, events));
+                }
+            }
             Ok((snapshot, events))
         }
     }

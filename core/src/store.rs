@@ -1,6 +1,44 @@
 use std::{fmt, future::Future, time::Duration};
 
-use crate::{NewEvent, Position, RecordedEvent, Result};
+use crate::{Error, NewEvent, Position, RecordedEvent, Result};
+
+/// The longest stream id a store accepts, in bytes of UTF-8. Longer ids are refused with
+/// [`Error::InvalidInput`] before anything is sent to the backend, by every store alike
+/// (PostgreSQL indexes stream ids, and an index entry must fit in a third of a page; the
+/// NATS relay puts stream ids in subjects).
+pub const MAX_STREAM_ID_BYTES: usize = 1024;
+
+/// Checks a stream id against what every store accepts: not empty, at most
+/// [`MAX_STREAM_ID_BYTES`] bytes, no NUL character (PostgreSQL text cannot hold one).
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] naming the problem (and the id's length, never the whole id).
+///
+/// ```
+/// use annals_core::{check_stream_id, MAX_STREAM_ID_BYTES};
+///
+/// assert!(check_stream_id("account-42").is_ok());
+/// assert!(check_stream_id("").is_err());
+/// assert!(check_stream_id(&"x".repeat(MAX_STREAM_ID_BYTES + 1)).is_err());
+/// ```
+pub fn check_stream_id(stream_id: &str) -> Result<()> {
+    if stream_id.is_empty() {
+        return Err(Error::InvalidInput("empty stream id".to_owned()));
+    }
+    if stream_id.len() > MAX_STREAM_ID_BYTES {
+        return Err(Error::InvalidInput(format!(
+            "stream id of {} bytes is longer than the {MAX_STREAM_ID_BYTES} bytes a store accepts",
+            stream_id.len()
+        )));
+    }
+    if stream_id.contains('\0') {
+        return Err(Error::InvalidInput(
+            "stream id contains a NUL character".to_owned(),
+        ));
+    }
+    Ok(())
+}
 
 /// What the caller believes about a stream's version when appending.
 ///
@@ -39,6 +77,42 @@ impl fmt::Display for ExpectedVersion {
             ExpectedVersion::Exact(v) => write!(f, "version {v}"),
         }
     }
+}
+
+/// Checks an append request the way every store does before writing anything: each stream
+/// id ([`check_stream_id`]), no stream twice, no event id twice, a non-empty event type
+/// without NUL, and a payload well-formed for its encoding.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] naming the first problem.
+pub fn check_appends(appends: &[StreamAppend]) -> Result<()> {
+    let mut streams = std::collections::HashSet::with_capacity(appends.len());
+    let mut ids = std::collections::HashSet::new();
+    for append in appends {
+        check_stream_id(&append.stream_id)?;
+        if !streams.insert(append.stream_id.as_str()) {
+            return Err(Error::InvalidInput(format!(
+                "stream `{}` appears twice in one append",
+                append.stream_id
+            )));
+        }
+        for event in &append.events {
+            if !ids.insert(event.event_id) {
+                return Err(Error::InvalidInput(format!(
+                    "event id {} appears twice in one append",
+                    event.event_id
+                )));
+            }
+            if event.event_type.is_empty() || event.event_type.contains('\0') {
+                return Err(Error::InvalidInput(
+                    "an event type must be non-empty and free of NUL characters".to_owned(),
+                ));
+            }
+            event.encoding.validate(&event.payload)?;
+        }
+    }
+    Ok(())
 }
 
 /// Events to append to one stream, with the version the caller expects it at.
@@ -198,15 +272,27 @@ impl ReadAll {
 /// - stream versions are 1-based and gapless;
 /// - [`read_all`](EventStore::read_all) returns events in [`Position`] order, and a reader
 ///   that keeps reading after the last position it saw never skips an event that commits
-///   later, and never sees one that does not commit.
+///   later, and never sees one that does not commit;
+/// - in that order, each stream's events come in increasing version, whatever the
+///   expected versions and however appends to several streams interleave;
+/// - appends are idempotent by event id: repeating an append whose events are all
+///   stored, on the same streams in the same order, returns the original
+///   [`AppendResult`] whatever the expected version, so retrying after a lost reply
+///   (a connection that died during COMMIT) is safe.
 pub trait EventStore: Send + Sync {
     /// Appends to one or several streams atomically.
+    ///
+    /// An append whose events are already stored by one earlier append (same event ids,
+    /// streams and order) is not written again: it returns that append's result.
     ///
     /// # Errors
     ///
     /// [`Error::Conflict`](crate::Error::Conflict) on a version mismatch (nothing written),
-    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a malformed request,
-    /// [`Error::Backend`](crate::Error::Backend) when the store fails.
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a malformed request (see
+    /// [`check_stream_id`]), [`Error::DuplicateEvent`](crate::Error::DuplicateEvent) when
+    /// some of the event ids are stored but not as this append,
+    /// [`Error::Backend`](crate::Error::Backend) when the store fails (for an append, the
+    /// outcome is then unknown: retry it with the same events).
     fn append(
         &self,
         appends: Vec<StreamAppend>,
