@@ -1,12 +1,13 @@
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
 use annals_core::{
-    AppendResult, Direction, Error, EventStore, Position, ReadAll, ReadStream, RecordedEvent,
-    Result, Snapshot, SnapshotStore, StreamAppend, StreamVersion,
+    check_appends, check_repeat, AppendResult, Direction, Error, EventStore, Position, ReadAll,
+    ReadStream, RecordedEvent, Repeat, Result, Snapshot, SnapshotStore, StoredAt, StreamAppend,
+    StreamVersion,
 };
 use tokio::sync::watch;
 
@@ -14,7 +15,10 @@ use tokio::sync::watch;
 ///
 /// Appends take one lock for the whole batch, so an append is atomic and the global log
 /// grows in commit order: a reader following [`EventStore::read_all`] can never skip an
-/// event. Positions are `(commit number, sequence)`.
+/// event, and sees each stream in version order. Positions are `(commit number,
+/// sequence)`. Stream ids are checked as on every store
+/// ([`check_stream_id`](annals_core::check_stream_id)), and appends are idempotent by event
+/// id, as in PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct MemoryEventStore {
     inner: Arc<Mutex<Inner>>,
@@ -27,8 +31,8 @@ struct Inner {
     log: Vec<RecordedEvent>,
     /// Indexes into `log` of each stream's events, in version order.
     streams: HashMap<String, Vec<usize>>,
-    /// Every stored event id (ids are unique, as in Postgres).
-    event_ids: HashSet<uuid::Uuid>,
+    /// Every stored event id, with its index in `log` (ids are unique, as in Postgres).
+    event_ids: HashMap<uuid::Uuid, usize>,
     /// Keyed by (stream, aggregate type, schema version).
     snapshots: HashMap<(String, String, u32), Snapshot>,
     commits: u64,
@@ -73,32 +77,52 @@ impl Inner {
         self.streams.get(stream_id).map_or(0, |s| s.len() as u64)
     }
 
-    fn check(&self, appends: &[StreamAppend]) -> Result<()> {
-        let mut seen = HashSet::new();
-        let mut ids = HashSet::new();
-        for append in appends {
-            if !seen.insert(append.stream_id.as_str()) {
-                return Err(Error::InvalidInput(format!(
-                    "stream `{}` appears twice in one append",
-                    append.stream_id
-                )));
-            }
-            if append.stream_id.is_empty() {
-                return Err(Error::InvalidInput("empty stream id".to_owned()));
-            }
-            for event in &append.events {
-                if self.event_ids.contains(&event.event_id) || !ids.insert(event.event_id) {
-                    return Err(Error::InvalidInput(format!(
-                        "an event with id {} is already stored",
-                        event.event_id
-                    )));
-                }
-                event.encoding.validate(&event.payload)?;
-                if event.event_type.is_empty() {
-                    return Err(Error::InvalidInput("empty event type".to_owned()));
-                }
-            }
-        }
+    /// The result of an earlier append that `appends` repeats, if it does.
+    fn repeated(&self, appends: &[StreamAppend]) -> Result<Option<AppendResult>> {
+        let stored: HashMap<uuid::Uuid, StoredAt> = appends
+            .iter()
+            .flat_map(|a| &a.events)
+            .filter_map(|e| {
+                let event = &self.log[*self.event_ids.get(&e.event_id)?];
+                let stream = self.streams.get(&event.stream_id)?;
+                // Versions are 1-based: version v is at index v - 1 of its stream.
+                let commit_at = |version: u64| {
+                    let index = usize::try_from(version).ok()?.checked_sub(1)?;
+                    Some(self.log[*stream.get(index)?].position.commit())
+                };
+                let at = StoredAt {
+                    stream_id: event.stream_id.clone(),
+                    stream_version: event.stream_version,
+                    position: event.position,
+                    previous_commit: commit_at(event.stream_version - 1),
+                    next_commit: commit_at(event.stream_version + 1),
+                };
+                Some((e.event_id, at))
+            })
+            .collect();
+        let Repeat::Same { position, versions } = check_repeat(appends, &stored)? else {
+            return Ok(None);
+        };
+        let streams = appends
+            .iter()
+            .zip(versions)
+            .map(|(append, version)| StreamVersion {
+                stream_id: append.stream_id.clone(),
+                // A stream the append only checked: its version as of that commit.
+                version: version.unwrap_or_else(|| {
+                    self.streams.get(&append.stream_id).map_or(0, |indexes| {
+                        indexes
+                            .iter()
+                            .take_while(|&&i| self.log[i].position.commit() <= position.commit())
+                            .count() as u64
+                    })
+                }),
+            })
+            .collect();
+        Ok(Some(AppendResult { position, streams }))
+    }
+
+    fn check_versions(&self, appends: &[StreamAppend]) -> Result<()> {
         for append in appends {
             let actual = self.version(&append.stream_id);
             if !append.expected.matches(actual) {
@@ -120,8 +144,12 @@ impl Inner {
 impl EventStore for MemoryEventStore {
     #[tracing::instrument(name = "annals.append", skip_all, fields(store = "memory", streams = appends.len()))]
     async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendResult> {
+        check_appends(&appends)?;
         let mut inner = self.lock();
-        inner.check(&appends)?;
+        if let Some(original) = inner.repeated(&appends)? {
+            return Ok(original);
+        }
+        inner.check_versions(&appends)?;
         let recorded_at = chrono::Utc::now();
         let commit = inner.commits + 1;
         let mut streams = Vec::with_capacity(appends.len());
@@ -144,7 +172,7 @@ impl EventStore for MemoryEventStore {
                     encoding: event.encoding,
                     payload: event.payload,
                 });
-                inner.event_ids.insert(event.event_id);
+                inner.event_ids.insert(event.event_id, index);
                 inner
                     .streams
                     .entry(append.stream_id.clone())

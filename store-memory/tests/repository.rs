@@ -332,3 +332,39 @@ async fn old_schema_versions_are_upcast_on_load() {
     let done = counters.execute("a", 1).await.expect("bump after upcast");
     assert_eq!((done.state.total, done.version), (5, 2));
 }
+
+/// A snapshot that claims a version past the end of its stream (left from events that never
+/// committed, or from a recreated stream) is ignored: commands replay and go on, instead of
+/// conflicting forever at a version no append can match.
+#[tokio::test]
+async fn a_snapshot_past_the_end_of_its_stream_is_ignored() {
+    let store = MemoryEventStore::new();
+    let counters = repo(store.clone());
+    counters.execute("a", 1).await.expect("bump");
+    counters.execute("a", 2).await.expect("bump");
+    let ahead = Encoding::Postcard
+        .encode(&Counter {
+            total: 999,
+            bumps: 10,
+        })
+        .expect("encode");
+    store
+        .save_snapshot(Snapshot {
+            stream_id: "counter-a".into(),
+            aggregate_type: "counter".into(),
+            schema_version: 1,
+            stream_version: 10,
+            encoding: Encoding::Postcard,
+            payload: ahead,
+            taken_at: chrono::Utc::now(),
+        })
+        .await
+        .expect("save");
+    let loaded = counters.load("a").await.expect("load");
+    assert_eq!(
+        (loaded.state.total, loaded.version, loaded.from_snapshot),
+        (3, 2, None)
+    );
+    let done = counters.execute("a", 4).await.expect("a command after it");
+    assert_eq!((done.state.total, done.version), (7, 3));
+}
