@@ -41,20 +41,36 @@ pub(crate) fn from_sqlx(error: sqlx::Error) -> Error {
     Error::backend(error)
 }
 
-/// Maps an append's error: a version mismatch becomes [`Error::Conflict`].
+/// Whether a statement failed because an event id it inserts is already stored.
+pub(crate) fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|db| {
+        db.code().as_deref() == Some("23505") && db.constraint() == Some("events_event_id_key")
+    })
+}
+
+/// Maps an append's error: a version mismatch becomes [`Error::Conflict`], a caller's
+/// transaction older than a stream's last writer [`Error::StaleTransaction`].
 pub(crate) fn from_append(error: sqlx::Error, appends: &[StreamAppend]) -> Error {
-    let conflict = error
+    let Some(db) = error
         .as_database_error()
         .and_then(|db| db.try_downcast_ref::<PgDatabaseError>())
-        .filter(|db| db.code() == "AN409")
-        .and_then(|db| {
-            let (index, actual) = db.detail()?.split_once(':')?;
+    else {
+        return from_sqlx(error);
+    };
+    let mapped = match db.code() {
+        "AN409" => db.detail().and_then(|detail| {
+            let (index, actual) = detail.split_once(':')?;
             let append = appends.get(index.parse::<usize>().ok()?.checked_sub(1)?)?;
             Some(Error::Conflict {
                 stream_id: append.stream_id.clone(),
                 expected: append.expected,
                 actual: actual.parse().ok()?,
             })
-        });
-    conflict.unwrap_or_else(|| from_sqlx(error))
+        }),
+        "AN412" => db.detail().map(|stream| Error::StaleTransaction {
+            stream_id: stream.to_owned(),
+        }),
+        _ => None,
+    };
+    mapped.unwrap_or_else(|| from_sqlx(error))
 }

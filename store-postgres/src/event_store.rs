@@ -4,7 +4,7 @@ use annals_core::{
     AppendResult, EventStore, Position, ReadAll, ReadStream, RecordedEvent, Result, StreamAppend,
 };
 
-use crate::{listen::nap, PgEventStore};
+use crate::{append::On, listen::nap, PgEventStore};
 
 impl EventStore for PgEventStore {
     #[tracing::instrument(
@@ -13,7 +13,11 @@ impl EventStore for PgEventStore {
         fields(store = "postgres", streams = appends.len(), events = appends.iter().map(|a| a.events.len()).sum::<usize>())
     )]
     async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendResult> {
-        self.append_batch(appends).await
+        let appended = self.append_on(On::Pool(&self.pool), &appends).await?;
+        if appended.wrote {
+            self.inner.wakeups.appended(self.inner.options.notify);
+        }
+        Ok(appended.result)
     }
 
     async fn read_stream(&self, stream_id: &str, read: ReadStream) -> Result<Vec<RecordedEvent>> {

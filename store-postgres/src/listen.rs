@@ -43,6 +43,11 @@ impl Wakeups {
         }
     }
 
+    /// The NOTIFY channel of this store.
+    pub(crate) fn channel(&self) -> &str {
+        &self.channel
+    }
+
     /// A receiver that sees every wake-up after this call. Call inside a tokio runtime (the
     /// first call starts the LISTEN task).
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {

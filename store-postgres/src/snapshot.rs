@@ -117,6 +117,15 @@ impl SnapshotStore for PgEventStore {
                         .unwrap_or_default(),
                     row.try_get("recorded_at").map_err(from_sqlx)?,
                 );
+                let head: Option<i64> = row.try_get("head_version").map_err(from_sqlx)?;
+                let head = head.map_or(0, |v| u64::try_from(v).unwrap_or_default());
+                if snapshot.as_ref().is_some_and(|s| s.stream_version > head) {
+                    warn!(
+                        stream_id,
+                        head, "snapshot claims a version past the end of its stream; replaying"
+                    );
+                    snapshot = None;
+                }
                 unusable_snapshot = snapshot.is_none();
             } else {
                 events.push(columns.decode(row)?);

@@ -18,6 +18,9 @@ pub(crate) struct Queries {
     pub(crate) load_snapshot: String,
     pub(crate) save_snapshot: String,
     pub(crate) load_stream: String,
+    pub(crate) refused: String,
+    pub(crate) stored_events: String,
+    pub(crate) version_as_of: String,
 }
 
 impl Queries {
@@ -38,6 +41,9 @@ impl Queries {
             load_snapshot: q(include_str!("sql/load_snapshot.sql")),
             save_snapshot: q(include_str!("sql/save_snapshot.sql")),
             load_stream: q(include_str!("sql/load_stream.sql")),
+            refused: q(include_str!("sql/refused.sql")),
+            stored_events: q(include_str!("sql/stored_events.sql")),
+            version_as_of: q(include_str!("sql/version_as_of.sql")),
         }
     }
 }

@@ -154,7 +154,7 @@ async fn appenders_to_different_streams_do_not_wait_on_each_other() {
     let mut holder = store.pool().acquire().await.expect("conn").detach();
     holder.execute("BEGIN").await.expect("begin");
     holder
-        .execute("SELECT 1 FROM annals.streams WHERE stream_id = 'busy' FOR UPDATE")
+        .execute("SELECT 1 FROM annals.stream_heads WHERE stream_id = 'busy' FOR UPDATE")
         .await
         .expect("lock busy");
 

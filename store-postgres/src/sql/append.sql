@@ -1,2 +1,2 @@
-SELECT versions, commit_id, last_position
-FROM {schema}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+SELECT versions, commit_id, last_position, repeated
+FROM {schema}.append_streams($1, $2, $3, $4, $5, $6, $7, $8, $9)

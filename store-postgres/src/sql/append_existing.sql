@@ -1,27 +1,32 @@
--- Fast path for appending to one existing stream: lock + check + bump the stream row and
--- insert the events in one statement (no plpgsql). Returns a NULL base when the stream is
--- missing or not at the expected version ($3: -1 any, -3 stream exists, n exactly n);
--- the caller then reads the actual version to report the conflict, or falls back to
--- append_events. Under READ COMMITTED a concurrent bump makes the UPDATE re-check its
--- WHERE on the new version, so two writers can never both pass.
-WITH stream AS (
-    UPDATE {schema}.streams SET version = version + $2
-    WHERE stream_id = $1
-      AND CASE WHEN $3 = -1 THEN true WHEN $3 = -3 THEN version > 0 ELSE version = $3 END
-    RETURNING version - $2 AS base
+-- Several events to one existing stream in one statement: append_existing_one.sql with the
+-- events as arrays. Returns a NULL base when refused (stream missing or not at the expected
+-- version $3, first event id already stored, or a caller's transaction older than the
+-- stream's last writer); the caller finds out which, or falls back to append_streams.
+WITH locked AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock({schema}.stream_lock_key($1))
+), head AS (
+    UPDATE {schema}.stream_heads h
+    SET version = h.version + $2, last_xid = pg_current_xact_id()
+    WHERE h.stream_id = $1
+      AND (SELECT true FROM locked)
+      AND CASE WHEN $3 = -1 THEN true WHEN $3 = -3 THEN h.version > 0 ELSE h.version = $3 END
+      AND (pg_current_xact_id_if_assigned() IS NULL
+           OR h.last_xid <= pg_current_xact_id_if_assigned())
+      AND NOT EXISTS (SELECT 1 FROM {schema}.events WHERE event_id = ($4::uuid[])[1])
+    RETURNING h.version - $2 AS base
 ), inserted AS (
     INSERT INTO {schema}.events (event_id, stream_id, stream_version, event_type, schema_version,
                                  metadata, payload, payload_bin)
-    SELECT e.id, $1, s.base + e.ord, e.event_type, e.schema_version,
+    SELECT e.id, $1, head.base + e.ord, e.event_type, e.schema_version,
            nullif(e.metadata, '')::jsonb,
            CASE WHEN e.is_json THEN convert_from(e.payload, 'UTF8')::jsonb END,
            CASE WHEN e.is_json THEN NULL ELSE e.payload END
-    FROM stream s,
+    FROM head,
          unnest($4::uuid[], $5::text[], $6::integer[], $7::text[], $8::boolean[], $9::bytea[])
              WITH ORDINALITY AS e (id, event_type, schema_version, metadata, is_json, payload, ord)
     ORDER BY e.ord
-    RETURNING global_position
+    RETURNING global_position, transaction_id
 )
-SELECT (SELECT base FROM stream) AS base,
+SELECT (SELECT base FROM head) AS base,
        (SELECT max(global_position) FROM inserted) AS last_position,
-       pg_current_xact_id() AS commit_id
+       (SELECT max(transaction_id) FROM inserted) AS commit_id

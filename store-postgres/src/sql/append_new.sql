@@ -1,23 +1,27 @@
--- Fast path for creating a stream with its first events in one statement. Returns a NULL
--- base when the stream already exists (the caller reports the conflict or falls back to
--- append_events). A concurrent creator makes this INSERT wait for its outcome.
-WITH stream AS (
-    INSERT INTO {schema}.streams (stream_id, version) VALUES ($1, $2)
+-- Several events creating their stream in one statement (append_new_one.sql with arrays).
+-- Returns a NULL base when the stream already exists or the first event id is stored.
+WITH locked AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock({schema}.stream_lock_key($1))
+), head AS (
+    INSERT INTO {schema}.stream_heads (stream_id, version, last_xid)
+    SELECT $1, $2, pg_current_xact_id()
+    FROM locked
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.events WHERE event_id = ($3::uuid[])[1])
     ON CONFLICT (stream_id) DO NOTHING
     RETURNING 0::bigint AS base
 ), inserted AS (
     INSERT INTO {schema}.events (event_id, stream_id, stream_version, event_type, schema_version,
                                  metadata, payload, payload_bin)
-    SELECT e.id, $1, s.base + e.ord, e.event_type, e.schema_version,
+    SELECT e.id, $1, head.base + e.ord, e.event_type, e.schema_version,
            nullif(e.metadata, '')::jsonb,
            CASE WHEN e.is_json THEN convert_from(e.payload, 'UTF8')::jsonb END,
            CASE WHEN e.is_json THEN NULL ELSE e.payload END
-    FROM stream s,
+    FROM head,
          unnest($3::uuid[], $4::text[], $5::integer[], $6::text[], $7::boolean[], $8::bytea[])
              WITH ORDINALITY AS e (id, event_type, schema_version, metadata, is_json, payload, ord)
     ORDER BY e.ord
-    RETURNING global_position
+    RETURNING global_position, transaction_id
 )
-SELECT (SELECT base FROM stream) AS base,
+SELECT (SELECT base FROM head) AS base,
        (SELECT max(global_position) FROM inserted) AS last_position,
-       pg_current_xact_id() AS commit_id
+       (SELECT max(transaction_id) FROM inserted) AS commit_id

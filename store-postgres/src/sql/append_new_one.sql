@@ -1,13 +1,18 @@
--- One event creating its stream (a command on a fresh aggregate): append_new.sql with
--- scalar parameters, as append_existing_one.sql is to append_existing.sql. Returns no row
--- when the stream already exists.
-WITH stream AS (
-    INSERT INTO {schema}.streams (stream_id, version) VALUES ($1, 1)
+-- One event creating its stream (a command on a fresh aggregate): append_existing_one.sql's
+-- counterpart, with the same advisory lock first. Returns no row when the stream already
+-- exists or the event id is already stored.
+WITH locked AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock({schema}.stream_lock_key($1))
+), head AS (
+    INSERT INTO {schema}.stream_heads (stream_id, version, last_xid)
+    SELECT $1, 1, pg_current_xact_id()
+    FROM locked
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.events WHERE event_id = $2)
     ON CONFLICT (stream_id) DO NOTHING
     RETURNING version
 )
 INSERT INTO {schema}.events (event_id, stream_id, stream_version, event_type, schema_version,
                              metadata, payload, payload_bin)
-SELECT $2, $1, s.version, $3, $4, $5::jsonb, $6::jsonb, $7
-FROM stream s
+SELECT $2, $1, head.version, $3, $4, $5::jsonb, $6::jsonb, $7
+FROM head
 RETURNING stream_version, global_position, transaction_id

@@ -1,1 +1,1 @@
-SELECT version FROM {schema}.streams WHERE stream_id = $1
+SELECT version FROM {schema}.stream_heads WHERE stream_id = $1

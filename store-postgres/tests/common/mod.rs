@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy;
+
 use std::{
     str::FromStr,
     sync::{Arc, Mutex},

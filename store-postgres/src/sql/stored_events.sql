@@ -1,0 +1,10 @@
+-- Where these event ids are stored, with the commits of their stream neighbours: what
+-- tells a repeated append from a misuse of ids (annals_core::check_repeat).
+SELECT e.event_id, e.stream_id, e.stream_version, e.global_position,
+       e.transaction_id AS commit_id,
+       p.transaction_id AS previous_commit,
+       n.transaction_id AS next_commit
+FROM {schema}.events e
+LEFT JOIN {schema}.events p ON p.stream_id = e.stream_id AND p.stream_version = e.stream_version - 1
+LEFT JOIN {schema}.events n ON n.stream_id = e.stream_id AND n.stream_version = e.stream_version + 1
+WHERE e.event_id = ANY ($1)

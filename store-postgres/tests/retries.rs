@@ -1,0 +1,324 @@
+//! Idempotent appends under faults: an append whose COMMIT reply was lost is retried with the
+//! same events and answered with its original result (written once); one whose server
+//! process was terminated during COMMIT is retried and written once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use annals_core::{
+    AppendResult, Error, EventStore, ExpectedVersion, NewEvent, Position, ReadAll, ReadStream,
+    StreamAppend,
+};
+use annals_store_postgres::{PgEventStore, PgStoreOptions};
+use common::{event, proxy::Proxy, TestDatabases};
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    Connection, Executor, PgConnection,
+};
+
+/// The shapes of append a retry must recognise: one event (the scalar statement), several
+/// events to one stream (the array statement), several streams (the function).
+fn shapes() -> Vec<(&'static str, Vec<StreamAppend>)> {
+    vec![
+        (
+            "one event",
+            vec![StreamAppend::new(
+                "one",
+                ExpectedVersion::Exact(1),
+                vec![event(1)],
+            )],
+        ),
+        (
+            "one stream",
+            vec![StreamAppend::new(
+                "many",
+                ExpectedVersion::NoStream,
+                vec![event(1), event(2), event(3)],
+            )],
+        ),
+        (
+            "two streams",
+            vec![
+                StreamAppend::new("left", ExpectedVersion::Any, vec![event(1)]),
+                StreamAppend::new("right", ExpectedVersion::Exact(1), vec![event(2), event(3)]),
+            ],
+        ),
+    ]
+}
+
+/// Where the events of `appends` are, in the log (each once, or the test fails).
+async fn stored_once(store: &PgEventStore, appends: &[StreamAppend]) -> Vec<(String, u64)> {
+    let log = store
+        .read_all(ReadAll::after(Position::START).limit(10_000))
+        .await
+        .expect("read_all");
+    appends
+        .iter()
+        .flat_map(|a| &a.events)
+        .map(|e| {
+            let found: Vec<_> = log.iter().filter(|r| r.event_id == e.event_id).collect();
+            assert_eq!(
+                found.len(),
+                1,
+                "event {} is stored {} times",
+                e.event_id,
+                found.len()
+            );
+            (found[0].stream_id.clone(), found[0].stream_version)
+        })
+        .collect()
+}
+
+async fn seed(store: &PgEventStore) {
+    for stream in ["one", "right"] {
+        store
+            .append_to_stream(stream, ExpectedVersion::NoStream, vec![event(0)])
+            .await
+            .expect("seed");
+    }
+}
+
+/// The server commits, the reply never arrives (the proxy swallows it and then cuts the
+/// connection): the client sees a backend error, the retry gets the original result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_lost_commit_reply_returns_the_original_result() {
+    let dbs = TestDatabases::default();
+    let store = dbs.store().await;
+    seed(&store).await;
+    let options: PgConnectOptions = store.pool().connect_options().as_ref().clone();
+    let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
+        .await
+        .expect("resolve")
+        .next()
+        .expect("an address");
+    for (shape, appends) in shapes() {
+        let proxy = Proxy::start(upstream).await;
+        // No ping on acquire: its reply would be swallowed before the append is sent.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .connect_with(options.clone().host("127.0.0.1").port(proxy.addr.port()))
+            .await
+            .expect("pool through the proxy");
+        // No NOTIFY: it would take the proxy's one connection from the append.
+        let through =
+            PgEventStore::with_options(pool, PgStoreOptions::new().notify(false)).expect("options");
+        // Prepare the statements this shape uses while replies still arrive (the same
+        // shape on other streams; refusals are fine), so that once replies are swallowed
+        // the append goes straight to execution.
+        let warm: Vec<StreamAppend> = appends
+            .iter()
+            .map(|a| {
+                let events = a.events.iter().map(|_| event(0)).collect();
+                StreamAppend::new(format!("warm-{}", a.stream_id), a.expected, events)
+            })
+            .collect();
+        let _ = through.append(warm).await;
+        through.head().await.expect("warm the connection");
+        // The pool checks a connection as it takes it back: let that finish first.
+        while through.pool().num_idle() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        proxy.swallow_replies();
+        let append = {
+            let (through, appends) = (through.clone(), appends.clone());
+            tokio::spawn(async move { through.append(appends).await })
+        };
+        // Wait until the server has committed it, then cut the connection.
+        let first_id = appends[0].events[0].event_id;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let committed: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM annals.events WHERE event_id = $1)",
+            )
+            .bind(first_id)
+            .fetch_one(store.pool())
+            .await
+            .expect("look");
+            if committed {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{shape}: the append never committed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        proxy.cut_all();
+        let lost = append.await.expect("join");
+        assert!(
+            matches!(lost, Err(Error::Backend(_))),
+            "{shape}: expected the lost reply to be a backend error, got {lost:?}"
+        );
+
+        // The retry (through a fresh connection) is answered with the original result.
+        let retried = through.append(appends.clone()).await.expect("retry");
+        let again = store.append(appends.clone()).await.expect("second retry");
+        assert_eq!(retried, again, "{shape}: two retries disagree");
+        let at = stored_once(&store, &appends).await;
+        let expected: Vec<(String, u64)> = retried
+            .streams
+            .iter()
+            .zip(&appends)
+            .flat_map(|(s, a)| {
+                let first = s.version + 1 - a.events.len() as u64;
+                (0..a.events.len() as u64).map(move |i| (s.stream_id.clone(), first + i))
+            })
+            .collect();
+        assert_eq!(
+            at, expected,
+            "{shape}: the retry's result is not where the events are"
+        );
+        let last = store
+            .read_stream(
+                &appends.last().expect("a part").stream_id,
+                ReadStream::backward_from(u64::MAX).limit(1),
+            )
+            .await
+            .expect("read");
+        assert_eq!(
+            retried.position, last[0].position,
+            "{shape}: position as first recorded"
+        );
+    }
+    dbs.drop_all().await;
+}
+
+/// The server process is terminated while it commits (a deferred trigger holds the COMMIT
+/// open): nothing is committed, the client sees a backend error, and the retry writes the
+/// events once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_server_died_mid_commit_writes_once() {
+    let dbs = TestDatabases::default();
+    let store = dbs.store().await;
+    seed(&store).await;
+    for ddl in [
+        "CREATE FUNCTION public.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF current_setting('annals_test.slow_commit', true) = 'on' THEN
+                 PERFORM pg_sleep(30);
+             END IF;
+             RETURN NULL;
+         END $$",
+        "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON annals.events
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.slow_commit()",
+    ] {
+        store.pool().execute(ddl).await.expect("test trigger");
+    }
+    let slow_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET annals_test.slow_commit = 'on'").await?;
+                Ok(())
+            })
+        })
+        .connect_with(store.pool().connect_options().as_ref().clone())
+        .await
+        .expect("slow pool");
+    let slow = PgEventStore::new(slow_pool);
+    let mut admin = PgConnection::connect_with(&store.pool().connect_options())
+        .await
+        .expect("admin");
+    for (shape, appends) in shapes() {
+        let append = {
+            let (slow, appends) = (slow.clone(), appends.clone());
+            tokio::spawn(async move { slow.append(appends).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid: i32 = loop {
+            let pid: Option<i32> = sqlx::query_scalar(
+                "SELECT pid FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event = 'PgSleep'",
+            )
+            .fetch_optional(&mut admin)
+            .await
+            .expect("pg_stat_activity");
+            if let Some(pid) = pid {
+                break pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{shape}: the commit never started"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&mut admin)
+            .await
+            .expect("terminate");
+        let died = append.await.expect("join");
+        assert!(
+            matches!(died, Err(Error::Backend(_))),
+            "{shape}: expected a backend error, got {died:?}"
+        );
+        let ids: Vec<uuid::Uuid> = appends
+            .iter()
+            .flat_map(|a| &a.events)
+            .map(|e| e.event_id)
+            .collect();
+        let stored: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM annals.events WHERE event_id = ANY ($1)")
+                .bind(&ids)
+                .fetch_one(&mut admin)
+                .await
+                .expect("count");
+        assert_eq!(stored, 0, "{shape}: a commit that died left events behind");
+
+        let retried: AppendResult = store.append(appends.clone()).await.expect("retry");
+        assert_eq!(
+            store.append(appends.clone()).await.expect("retry again"),
+            retried,
+            "{shape}: a second retry is not answered with the first one's result"
+        );
+        stored_once(&store, &appends).await;
+    }
+    let _ = admin.close().await;
+    dbs.drop_all().await;
+}
+
+/// What the retry promise does not cover is refused: the same ids with different content
+/// in the same places are a repeat (ids identify events); a retry under a new id is a new
+/// event. Both behaviours are documented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_recognised_by_event_ids_only() {
+    let dbs = TestDatabases::default();
+    let store = dbs.store().await;
+    let original = event(1);
+    let first = store
+        .append_to_stream("ids", ExpectedVersion::NoStream, vec![original.clone()])
+        .await
+        .expect("append");
+    let same_id_other_payload = NewEvent {
+        payload: br#"{"n":999}"#.to_vec(),
+        ..original.clone()
+    };
+    let again = store
+        .append_to_stream(
+            "ids",
+            ExpectedVersion::NoStream,
+            vec![same_id_other_payload],
+        )
+        .await
+        .expect("a repeat by id");
+    assert_eq!(again, first);
+    let stored = store
+        .read_stream("ids", ReadStream::all())
+        .await
+        .expect("read");
+    assert_eq!(stored.len(), 1);
+    let json = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).expect("json");
+    assert_eq!(
+        json(&stored[0].payload),
+        json(&original.payload),
+        "the stored event changed"
+    );
+    let new_id = store
+        .append_to_stream("ids", ExpectedVersion::NoStream, vec![event(1)])
+        .await;
+    assert!(new_id.as_ref().is_err_and(Error::is_conflict), "{new_id:?}");
+    dbs.drop_all().await;
+}
