@@ -1,8 +1,8 @@
 //! Appends. One event, or several events to one stream, go through one plain SQL statement
-//! (`sql/append_*.sql`); several streams, and what that statement cannot decide (a missing
-//! stream under `Any`, a race, a caller's older transaction), go through the
-//! `append_streams` function. Every path takes the streams' advisory locks before its first
-//! write (see migration 0005), and answers a repeated append with its original result.
+//! (`sql/append_*.sql`); several streams, appends inside a caller's transaction, and what
+//! that statement cannot decide (a missing stream under `Any`, a race) go through the
+//! `append_streams` function. Both keep each stream in version order in the log (see
+//! migration 0005), and answer a repeated append with its original result.
 
 mod columns;
 mod repeat;
@@ -106,6 +106,11 @@ enum Fast {
     Fallback,
 }
 
+/// How often an append on the pool is retried when a younger single-statement append
+/// wrote one of its streams between its locks and its write (each retry is a new, younger
+/// transaction; a second refusal needs another such race on the same stream).
+const STALE_RETRIES: u32 = 16;
+
 /// What `append_streams` returned: each stream's new version, the commit id and the last
 /// event's position (`None` when nothing was written), and whether the events were already
 /// stored.
@@ -143,7 +148,11 @@ impl PgEventStore {
         }
         // Built once: the one-stream path and the general one (its fallback) both bind it.
         let mut columns = None;
-        if let [append] = appends {
+        // The single statements run in a transaction of their own. In a caller's transaction
+        // a refused one could keep the row lock it waited for while the fallback then waits
+        // for another append's stream locks (a deadlock): there, appends take the
+        // function's path, stream locks first.
+        if let (false, [append]) = (on.in_caller_transaction(), appends) {
             let fast = match append.events.as_slice() {
                 [] => None,
                 [event] => Some(self.append_one_event(&mut on, append, event).await),
@@ -170,15 +179,28 @@ impl PgEventStore {
             Some(c) => c,
             None => Columns::new(appends)?,
         };
-        let query = sqlx::query_as(&self.inner.sql.append)
-            .bind(&c.streams)
-            .bind(&c.expected)
-            .bind(&c.event_stream);
-        let row: sqlx::Result<FunctionRow> = on.fetch_one(c.bind_events(query)).await;
-        let (versions, commit_id, last_position, repeated) = match row {
-            Ok(row) => row,
-            Err(e) if is_duplicate_event_id(&e) => return self.raced(&on, appends).await,
-            Err(e) => return Err(crate::error::from_append(e, appends)),
+        let mut refusals = 0;
+        let (versions, commit_id, last_position, repeated) = loop {
+            let query = sqlx::query_as(&self.inner.sql.append)
+                .bind(&c.streams)
+                .bind(&c.expected)
+                .bind(&c.event_stream);
+            let row: sqlx::Result<FunctionRow> = on.fetch_one(c.bind_events(query)).await;
+            match row {
+                Ok(row) => break row,
+                Err(e) if is_duplicate_event_id(&e) => return self.raced(&on, appends).await,
+                Err(e) => match crate::error::from_append(e, appends) {
+                    // On the pool each attempt is a transaction of its own, younger than
+                    // the single-statement append that got to a stream between taking
+                    // our locks and writing it: retry.
+                    Error::StaleTransaction { .. }
+                        if !on.in_caller_transaction() && refusals < STALE_RETRIES =>
+                    {
+                        refusals += 1;
+                    }
+                    error => return Err(error),
+                },
+            }
         };
         if repeated {
             return self.repeated(&mut on, appends).await;

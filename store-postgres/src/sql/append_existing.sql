@@ -1,18 +1,12 @@
 -- Several events to one existing stream in one statement: append_existing_one.sql with the
--- events as arrays. Returns a NULL base when refused (stream missing or not at the expected
--- version $3, first event id already stored, or a caller's transaction older than the
--- stream's last writer); the caller finds out which, or falls back to append_streams.
-WITH locked AS MATERIALIZED (
-    SELECT pg_advisory_xact_lock({schema}.stream_lock_key($1))
-), head AS (
+-- events as arrays. Returns a NULL base when refused; the caller finds out why, or falls
+-- back to append_streams.
+WITH head AS (
     UPDATE {schema}.stream_heads h
     SET version = h.version + $2, last_xid = pg_current_xact_id()
     WHERE h.stream_id = $1
-      AND (SELECT true FROM locked)
       AND CASE WHEN $3 = -1 THEN true WHEN $3 = -3 THEN h.version > 0 ELSE h.version = $3 END
-      AND (pg_current_xact_id_if_assigned() IS NULL
-           OR h.last_xid <= pg_current_xact_id_if_assigned())
-      AND NOT EXISTS (SELECT 1 FROM {schema}.events WHERE event_id = ($4::uuid[])[1])
+      AND h.last_xid <= pg_current_xact_id()
     RETURNING h.version - $2 AS base
 ), inserted AS (
     INSERT INTO {schema}.events (event_id, stream_id, stream_version, event_type, schema_version,

@@ -1,27 +1,21 @@
 -- The commonest append: one event to an existing stream (a command on a loaded aggregate),
--- as one statement with scalar parameters. Returns no row when refused: the stream is
--- missing or not at the expected version ($2: -1 any, -3 stream exists, n exactly n), the
--- event id is already stored (a repeat, or a misuse of ids), or the caller's transaction
--- is older than the stream's last writer; the caller finds out which.
+-- as one statement with scalar parameters, in a transaction of its own. Returns no row
+-- when refused: the stream is missing or not at the expected version ($2: -1 any, -3
+-- stream exists, n exactly n), or its last writer is younger than this transaction; the
+-- caller finds out which. A repeated event id fails on its unique index.
 --
--- `locked` takes the stream's advisory lock first: `(SELECT true FROM locked)` is an
--- InitPlan in the UPDATE's one-time filter, evaluated before the scan of stream_heads
--- starts. So the transaction id (assigned by the UPDATE's write) is taken only once this
--- append owns the stream: after every earlier writer of the stream committed, hence larger
--- than theirs.
--- The transaction-id check only bites when the id was assigned before this statement (an
--- append inside a caller's transaction that wrote before).
-WITH locked AS MATERIALIZED (
-    SELECT pg_advisory_xact_lock({schema}.stream_lock_key($1))
-), head AS (
+-- Order in the log: this transaction's id (taken by the UPDATE) must not be older than
+-- the stream's last writer's, and the check runs again on the row's newest version when
+-- the UPDATE had to wait for it. An append that took its id before a younger writer
+-- committed the stream is refused here and goes to append_streams, which takes the
+-- stream's advisory lock before its first write. Measured: this costs nothing next to
+-- taking the lock on every append (-4 % to -13 % of throughput).
+WITH head AS (
     UPDATE {schema}.stream_heads h
     SET version = h.version + 1, last_xid = pg_current_xact_id()
     WHERE h.stream_id = $1
-      AND (SELECT true FROM locked)
       AND CASE WHEN $2 = -1 THEN true WHEN $2 = -3 THEN h.version > 0 ELSE h.version = $2 END
-      AND (pg_current_xact_id_if_assigned() IS NULL
-           OR h.last_xid <= pg_current_xact_id_if_assigned())
-      AND NOT EXISTS (SELECT 1 FROM {schema}.events WHERE event_id = $3)
+      AND h.last_xid <= pg_current_xact_id()
     RETURNING h.version
 )
 INSERT INTO {schema}.events (event_id, stream_id, stream_version, event_type, schema_version,

@@ -1,12 +1,8 @@
 -- Several events creating their stream in one statement (append_new_one.sql with arrays).
--- Returns a NULL base when the stream already exists or the first event id is stored.
-WITH locked AS MATERIALIZED (
-    SELECT pg_advisory_xact_lock({schema}.stream_lock_key($1))
-), head AS (
+-- Returns a NULL base when the stream already exists.
+WITH head AS (
     INSERT INTO {schema}.stream_heads (stream_id, version, last_xid)
-    SELECT $1, $2, pg_current_xact_id()
-    FROM locked
-    WHERE NOT EXISTS (SELECT 1 FROM {schema}.events WHERE event_id = ($3::uuid[])[1])
+    VALUES ($1, $2, pg_current_xact_id())
     ON CONFLICT (stream_id) DO NOTHING
     RETURNING 0::bigint AS base
 ), inserted AS (

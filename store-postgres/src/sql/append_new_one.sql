@@ -1,13 +1,9 @@
 -- One event creating its stream (a command on a fresh aggregate): append_existing_one.sql's
--- counterpart, with the same advisory lock first. Returns no row when the stream already
--- exists or the event id is already stored.
-WITH locked AS MATERIALIZED (
-    SELECT pg_advisory_xact_lock({schema}.stream_lock_key($1))
-), head AS (
+-- counterpart. Returns no row when the stream already exists. A new stream has no earlier
+-- writer to order against.
+WITH head AS (
     INSERT INTO {schema}.stream_heads (stream_id, version, last_xid)
-    SELECT $1, 1, pg_current_xact_id()
-    FROM locked
-    WHERE NOT EXISTS (SELECT 1 FROM {schema}.events WHERE event_id = $2)
+    VALUES ($1, 1, pg_current_xact_id())
     ON CONFLICT (stream_id) DO NOTHING
     RETURNING version
 )
