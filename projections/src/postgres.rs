@@ -7,7 +7,9 @@ use std::sync::Arc;
 use annals_core::Position;
 use annals_store_postgres::PgEventStore;
 use chrono::{DateTime, Utc};
-use sqlx::{postgres::PgRow, Connection, PgConnection, Postgres, Row};
+use sqlx::{
+    postgres::PgRow, AssertSqlSafe, Connection, PgConnection, Postgres, Row, SqlSafeStr, SqlStr,
+};
 
 use crate::{CheckpointRecord, CheckpointStore, DeadLetter, Error, Result};
 
@@ -29,15 +31,15 @@ pub struct PgCheckpoints {
 
 #[derive(Debug)]
 struct Queries {
-    begin: String,
-    commit: String,
-    checkpoints: String,
-    halt: String,
-    record_dead_letter: String,
-    dead_letters: String,
-    remove_dead_letter: String,
-    delete_checkpoint: String,
-    delete_dead_letters: String,
+    begin: SqlStr,
+    commit: SqlStr,
+    checkpoints: SqlStr,
+    halt: SqlStr,
+    record_dead_letter: SqlStr,
+    dead_letters: SqlStr,
+    remove_dead_letter: SqlStr,
+    delete_checkpoint: SqlStr,
+    delete_dead_letters: SqlStr,
 }
 
 /// A projection's lease: a session advisory lock on a connection of its own.
@@ -69,7 +71,8 @@ impl PgCheckpoints {
     /// Bookkeeping next to `store`'s events (same pool and schema). No I/O.
     pub fn new(store: &PgEventStore) -> Self {
         let schema = format!("\"{}\"", store.schema());
-        let q = |sql: &str| sql.replace("{schema}", &schema);
+        // The store's schema name is validated by annals-store-postgres.
+        let q = |sql: &str| AssertSqlSafe(sql.replace("{schema}", &schema)).into_sql_str();
         Self {
             store: store.clone(),
             sql: Arc::new(Queries {
@@ -111,7 +114,7 @@ impl PgCheckpoints {
     }
 
     async fn read_checkpoints(&self, projection: Option<&str>) -> Result<Vec<CheckpointRecord>> {
-        let rows = sqlx::query(&self.sql.checkpoints)
+        let rows = sqlx::query(self.sql.checkpoints.clone())
             .bind(projection)
             .fetch_all(self.pool())
             .await
@@ -178,7 +181,7 @@ fn shadow_checkpoint(projection: &str) -> String {
 
 impl PgCheckpoints {
     async fn lock_checkpoint(&self, tx: &mut PgTx, projection: &str) -> Result<Position> {
-        let row = sqlx::query(&self.sql.begin)
+        let row = sqlx::query(self.sql.begin.clone())
             .bind(projection)
             .fetch_one(&mut **tx)
             .await
@@ -242,7 +245,7 @@ impl CheckpointStore for PgCheckpoints {
     }
 
     async fn commit(&self, mut tx: PgTx, projection: &str, to: Position) -> Result<()> {
-        sqlx::query(&self.sql.commit)
+        sqlx::query(self.sql.commit.clone())
             .bind(projection)
             .bind(i64_of(to.commit()))
             .bind(i64_of(to.sequence()))
@@ -269,7 +272,7 @@ impl CheckpointStore for PgCheckpoints {
     }
 
     async fn halt(&self, projection: &str, at: Position, error: &str) -> Result<()> {
-        sqlx::query(&self.sql.halt)
+        sqlx::query(self.sql.halt.clone())
             .bind(projection)
             .bind(error)
             .bind(i64_of(at.commit()))
@@ -281,7 +284,7 @@ impl CheckpointStore for PgCheckpoints {
     }
 
     async fn record_dead_letter(&self, tx: &mut PgTx, letter: &DeadLetter) -> Result<()> {
-        sqlx::query(&self.sql.record_dead_letter)
+        sqlx::query(self.sql.record_dead_letter.clone())
             .bind(&letter.projection)
             .bind(letter.event_id)
             .bind(i64_of(letter.position.commit()))
@@ -299,7 +302,7 @@ impl CheckpointStore for PgCheckpoints {
     }
 
     async fn dead_letters(&self, projection: Option<&str>) -> Result<Vec<DeadLetter>> {
-        let rows = sqlx::query(&self.sql.dead_letters)
+        let rows = sqlx::query(self.sql.dead_letters.clone())
             .bind(projection)
             .fetch_all(self.pool())
             .await
@@ -325,7 +328,7 @@ impl CheckpointStore for PgCheckpoints {
     }
 
     async fn remove_dead_letter(&self, tx: &mut PgTx, id: i64) -> Result<bool> {
-        let done = sqlx::query(&self.sql.remove_dead_letter)
+        let done = sqlx::query(self.sql.remove_dead_letter.clone())
             .bind(id)
             .execute(&mut **tx)
             .await
@@ -392,13 +395,14 @@ impl CheckpointStore for PgCheckpoints {
         }
         let tables = existing;
         if !tables.is_empty() {
-            sqlx::query(&format!("TRUNCATE {}", tables.join(", ")))
+            // Quoted identifiers checked by `ident`.
+            sqlx::query(AssertSqlSafe(format!("TRUNCATE {}", tables.join(", "))))
                 .execute(&mut *tx)
                 .await
                 .map_err(sqlx_err)?;
         }
         for sql in [&self.sql.delete_checkpoint, &self.sql.delete_dead_letters] {
-            sqlx::query(sql)
+            sqlx::query(sql.clone())
                 .bind(projection)
                 .execute(&mut *tx)
                 .await
@@ -417,10 +421,12 @@ impl CheckpointStore for PgCheckpoints {
     async fn open_shadow(&self, projection: &str) -> Result<(PgTx, Position)> {
         let schema = self.shadow(projection);
         let mut tx = self.begin_tx().await?;
-        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-            .execute(&mut *tx)
-            .await
-            .map_err(sqlx_err)?;
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(sqlx_err)?;
         let at = self
             .lock_checkpoint(&mut tx, &shadow_checkpoint(projection))
             .await?;
@@ -476,7 +482,7 @@ impl CheckpointStore for PgCheckpoints {
                 format!("DROP TABLE IF EXISTS {live}.{quoted}"),
                 format!("ALTER TABLE \"{shadow}\".{quoted} SET SCHEMA {live}"),
             ] {
-                sqlx::query(&sql)
+                sqlx::query(AssertSqlSafe(sql))
                     .execute(&mut *tx)
                     .await
                     .map_err(sqlx_err)?;
@@ -484,18 +490,18 @@ impl CheckpointStore for PgCheckpoints {
         }
         // RESTRICT: anything else the projection's setup made there (a type a moved table
         // uses, say) must fail the swap, not be dropped from under the live table.
-        sqlx::query(&format!("DROP SCHEMA \"{shadow}\" RESTRICT"))
+        sqlx::query(AssertSqlSafe(format!("DROP SCHEMA \"{shadow}\" RESTRICT")))
             .execute(&mut *tx)
             .await
             .map_err(sqlx_err)?;
         // The rebuilt model went through every event, dead-lettered ones included: their
         // letters are obsolete (a retry would apply them twice).
-        sqlx::query(&self.sql.delete_dead_letters)
+        sqlx::query(self.sql.delete_dead_letters.clone())
             .bind(projection)
             .execute(&mut *tx)
             .await
             .map_err(sqlx_err)?;
-        sqlx::query(&self.sql.delete_checkpoint)
+        sqlx::query(self.sql.delete_checkpoint.clone())
             .bind(shadow_checkpoint(projection))
             .execute(&mut *tx)
             .await
@@ -505,14 +511,14 @@ impl CheckpointStore for PgCheckpoints {
 
     async fn discard_shadow(&self, projection: &str) -> Result<bool> {
         let mut tx = self.begin_tx().await?;
-        sqlx::query(&format!(
+        sqlx::query(AssertSqlSafe(format!(
             "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
             self.shadow(projection)
-        ))
+        )))
         .execute(&mut *tx)
         .await
         .map_err(sqlx_err)?;
-        let removed = sqlx::query(&self.sql.delete_checkpoint)
+        let removed = sqlx::query(self.sql.delete_checkpoint.clone())
             .bind(shadow_checkpoint(projection))
             .execute(&mut *tx)
             .await

@@ -2,13 +2,28 @@ use annals_core::{Error, StreamAppend};
 use sqlx::postgres::PgDatabaseError;
 
 /// The database could not be reached. Names the host, port and database, never the
-/// password.
+/// password; for a TLS failure, says what to check.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot connect to PostgreSQL at {target}: {cause}")]
+#[error("cannot connect to PostgreSQL at {target}: {cause}{}", hint(cause))]
 pub struct ConnectError {
     /// `host:port/database` from the connection URL.
     pub target: String,
     cause: sqlx::Error,
+}
+
+/// What to check after a TLS failure (rustls reports a refused certificate as an I/O error
+/// whose message names the certificate).
+fn hint(cause: &sqlx::Error) -> &'static str {
+    let message = cause.to_string();
+    match cause {
+        sqlx::Error::Tls(_) | sqlx::Error::Io(_) if message.contains("certificate") => {
+            " (the server's TLS certificate was refused: with sslmode=verify-ca or verify-full it \
+             must be signed by the authority in sslrootcert, and verify-full also needs the host \
+             name in it)"
+        }
+        sqlx::Error::Tls(_) => " (TLS failed: check sslmode, sslrootcert, sslcert and sslkey)",
+        _ => "",
+    }
 }
 
 impl ConnectError {

@@ -10,7 +10,7 @@ mod sql;
 mod store;
 
 pub use error::ConnectError;
-pub use store::{PgEventStore, PgStoreOptions};
+pub use store::{PgEventStore, PgStoreOptions, SslMode};
 
 /// The snapshot side of [`PgEventStore`]: the same handle, since snapshots share the events'
 /// pool and an aggregate loads its snapshot and tail events in one query.

@@ -1,10 +1,10 @@
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
 use annals_core::{Error, Result};
 use sqlx::{
     migrate::Migrator,
-    postgres::{PgConnectOptions, PgPoolOptions},
-    Connection, PgConnection, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
+    AssertSqlSafe, Connection, PgConnection, PgPool,
 };
 
 use crate::{error::from_sqlx, listen::Wakeups, sql::Queries, ConnectError};
@@ -22,6 +22,7 @@ pub struct PgStoreOptions {
     pub(crate) notify: bool,
     pub(crate) poll_interval: Duration,
     max_connections: u32,
+    tls: Tls,
 }
 
 impl Default for PgStoreOptions {
@@ -31,6 +32,7 @@ impl Default for PgStoreOptions {
             notify: true,
             poll_interval: Duration::from_millis(500),
             max_connections: 16,
+            tls: Tls::default(),
         }
     }
 }
@@ -74,6 +76,31 @@ impl PgStoreOptions {
         self
     }
 
+    /// How to use TLS, overriding the URL's `sslmode` (default: as the URL says, or
+    /// `prefer` when it says nothing, as libpq does).
+    #[must_use]
+    pub fn ssl_mode(mut self, mode: SslMode) -> Self {
+        self.tls.mode = Some(mode);
+        self
+    }
+
+    /// The certificate authority (a PEM file) that `verify-ca` and `verify-full` check the
+    /// server's certificate against, overriding the URL's `sslrootcert`. Without either,
+    /// the Mozilla root store bundled with annals is used.
+    #[must_use]
+    pub fn ssl_root_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.root_cert = Some(path.into());
+        self
+    }
+
+    /// A client certificate and its private key (PEM files) for servers that authenticate
+    /// clients by certificate, overriding the URL's `sslcert` and `sslkey`.
+    #[must_use]
+    pub fn ssl_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls.client_cert = Some((cert.into(), key.into()));
+        self
+    }
+
     fn quoted_schema(&self) -> Result<String> {
         let s = &self.schema;
         let valid = !s.is_empty()
@@ -89,6 +116,61 @@ impl PgStoreOptions {
                 "invalid schema name {s:?}: use lowercase letters, digits and _, at most 40, not starting with pg_"
             )))
         }
+    }
+}
+
+/// Whether and how the connection to PostgreSQL is encrypted and the server checked: the
+/// `sslmode` values of libpq. Managed PostgreSQL services need at least `Require`; use
+/// `VerifyFull` with the provider's certificate authority to also check you talk to the
+/// right server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SslMode {
+    /// Never use TLS.
+    Disable,
+    /// Use TLS when the server offers it (libpq's default).
+    Prefer,
+    /// Always use TLS; do not check the server's certificate.
+    Require,
+    /// Always use TLS, and check that the server's certificate is signed by the
+    /// certificate authority ([`PgStoreOptions::ssl_root_cert`]).
+    VerifyCa,
+    /// As `VerifyCa`, and check that the certificate names the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn to_sqlx(self) -> PgSslMode {
+        match self {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        }
+    }
+}
+
+/// TLS settings that override the URL's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Tls {
+    mode: Option<SslMode>,
+    root_cert: Option<PathBuf>,
+    client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl Tls {
+    fn apply(&self, mut connect: PgConnectOptions) -> PgConnectOptions {
+        if let Some(mode) = self.mode {
+            connect = connect.ssl_mode(mode.to_sqlx());
+        }
+        if let Some(root) = &self.root_cert {
+            connect = connect.ssl_root_cert(root);
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            connect = connect.ssl_client_cert(cert).ssl_client_key(key);
+        }
+        connect
     }
 }
 
@@ -162,21 +244,24 @@ impl PgEventStore {
     /// As [`connect`](PgEventStore::connect), plus an invalid schema name.
     pub async fn connect_with(url: &str, options: PgStoreOptions) -> Result<Self> {
         options.quoted_schema()?;
-        let malformed = || {
-            // The URL may hold a password: never echo it.
-            Error::InvalidInput(
-                "malformed PostgreSQL URL (expected postgres://user@host:port/database)".to_owned(),
-            )
+        let malformed = |reason: &dyn std::fmt::Display| {
+            // The URL may hold a password: never echo it, only the parser's reason.
+            Error::InvalidInput(format!(
+                "malformed PostgreSQL URL (expected postgres://user@host:port/database): {reason}"
+            ))
         };
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(malformed());
+            return Err(malformed(
+                &"it must start with postgres:// or postgresql://",
+            ));
         }
-        // Appends rely on READ COMMITTED (each statement of append_events sees the rows
+        // Appends rely on READ COMMITTED (each statement of append_streams sees the rows
         // committed before it); a server default of REPEATABLE READ would turn concurrent
         // appends into serialization failures.
         let connect = PgConnectOptions::from_str(url)
-            .map_err(|_| malformed())?
-            .options([("default_transaction_isolation", r"read\ committed")]);
+            .map_err(|e| malformed(&e))?
+            .options([("default_transaction_isolation", "read committed")]);
+        let connect = options.tls.apply(connect);
         let target = format!(
             "{}:{}/{}",
             connect.get_host(),
@@ -214,15 +299,18 @@ impl PgEventStore {
                 .bind(MIGRATE_LOCK)
                 .execute(&mut *conn)
                 .await?;
+            // A validated, quoted identifier (see `PgStoreOptions::schema`).
             let schema = &self.inner.quoted_schema;
-            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query(&format!("SET search_path TO {schema}"))
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(AssertSqlSafe(format!("SET search_path TO {schema}")))
                 .execute(&mut *conn)
                 .await?;
             MIGRATOR
-                .run_direct(&mut *conn)
+                .run_direct(None, &mut *conn, false)
                 .await
                 .map_err(sqlx::Error::from)?;
             let foreign: Option<bool> = sqlx::query_scalar(include_str!("sql/foreign_xids.sql"))

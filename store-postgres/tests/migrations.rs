@@ -126,8 +126,9 @@ async fn connect_pins_read_committed_whatever_the_database_default() {
         .expect("admin");
     sqlx::Executor::execute(
         &mut admin,
-        format!("ALTER DATABASE {name} SET default_transaction_isolation = 'serializable'")
-            .as_str(),
+        sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {name} SET default_transaction_isolation = 'serializable'"
+        )),
     )
     .await
     .expect("alter");

@@ -58,20 +58,10 @@ async fn previous_release_database(dbs: &TestDatabases) -> PgConnectOptions {
     conn.execute("CREATE SCHEMA annals; SET search_path TO annals")
         .await
         .expect("schema");
-    let all = sqlx::migrate!("./migrations");
-    let previous = Migrator {
-        migrations: Cow::Owned(
-            all.iter()
-                .filter(|m| m.version <= 4)
-                .cloned()
-                .collect::<Vec<_>>(),
-        ),
-        ..Migrator::DEFAULT
-    };
-    previous
-        .run_direct(&mut conn)
+    sqlx::migrate!("./migrations")
+        .run_direct(Some(4), &mut conn, false)
         .await
-        .expect("previous migrations");
+        .expect("the previous release's migrations");
     conn.execute("RESET search_path").await.expect("reset");
     for (stream, versions) in [("a", 3), ("b", 1)] {
         sqlx::query(PREVIOUS_APPEND_NEW_ONE)
@@ -213,7 +203,7 @@ async fn the_previous_release_s_appends_are_refused_loudly_after_migrate() {
     old.execute("SET search_path TO annals")
         .await
         .expect("path");
-    let migrated = previous.run_direct(&mut old).await;
+    let migrated = previous.run_direct(None, &mut old, false).await;
     assert!(
         migrated.is_err(),
         "the previous release's migrate accepted a newer schema"

@@ -305,7 +305,7 @@ pub async fn fresh_store() -> (PgEventStore, String) {
         .await
         .unwrap_or_else(|e| panic!("the Postgres tests need a server at DATABASE_URL: {e}"));
     admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .await
         .expect("CREATE DATABASE");
     let options = PgConnectOptions::from_str(&database_url())
@@ -324,7 +324,9 @@ pub async fn fresh_store() -> (PgEventStore, String) {
 pub async fn drop_database(name: &str) {
     let mut admin = PgConnection::connect(&database_url()).await.expect("admin");
     admin
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
         .await
         .expect("DROP DATABASE");
 }
