@@ -33,7 +33,7 @@ use annals_store_postgres::PgEventStore;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{Error, PgCheckpoints, ProjectionEngine, ProjectionStatus, RebuildProgress, Result};
+use crate::{Error, PgCheckpoints, ProjectionEngine, RebuildProgress, Result, SubscriptionStatus};
 
 /// The operations commands.
 #[derive(Clone, Debug, Subcommand)]
@@ -131,7 +131,7 @@ pub async fn execute(engine: &Engine, command: ProjectionCommand) -> Result<()> 
     }
 }
 
-fn status_json(s: &ProjectionStatus) -> serde_json::Value {
+fn status_json(s: &SubscriptionStatus) -> serde_json::Value {
     serde_json::json!({
         "name": s.name,
         "state": s.state.to_string(),

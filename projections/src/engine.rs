@@ -1,268 +1,41 @@
-use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
+//! The engine: a registry of subscriptions (projections, and any other [`Subscriber`]:
+//! relays, process managers), each run by its own worker, with status, dead-letter
+//! operations, rebuilds and resets.
 
-use annals_core::{decode_event, EventStore, Position, ReadStream, Upcasters};
-use tokio::task::JoinHandle;
+mod dead_letters;
+mod options;
+mod registry;
+mod running;
+
+use std::{fmt, sync::Arc};
+
+use annals_core::{EventStore, Position, Upcasters};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+pub use options::EngineOptions;
+pub use running::RunningProjections;
+
+use self::registry::{Log, Rebuildable, Registered};
 use crate::{
-    worker::{Shared, Worker},
-    CheckpointStore, DeadLetter, Error, Projection, Result,
+    projection::ProjectionKind,
+    subscription::{Shared, Subscriber, SubscriptionState, SubscriptionStatus},
+    CheckpointStore, DeadLetter, Error, Projection, RebuildProgress, Result,
 };
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// How often a waiter re-reads the stored checkpoint of a projection run elsewhere.
-const STORED_POLL: Duration = Duration::from_millis(100);
-
-/// How the engine batches, waits and leases.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct EngineOptions {
-    /// Events per batch (one transaction each). Default 500.
-    pub batch_size: usize,
-    /// Longest wait for new events before re-checking (live following). Default 1 s.
-    pub idle_wait: Duration,
-    /// Take a lease so only one worker per projection runs across processes. Default true.
-    /// Without it, checkpoint fencing still prevents double application, but workers race.
-    pub use_lease: bool,
-    /// How often a standby worker tries to take the lease. Default 1 s.
-    pub lease_retry: Duration,
-    /// How often a running worker checks that its lease is still alive. Default 1 s.
-    pub lease_check: Duration,
-    /// Pause before a worker restarts after an infrastructure error. Default 1 s.
-    pub restart_backoff: Duration,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        Self {
-            batch_size: 500,
-            idle_wait: Duration::from_secs(1),
-            use_lease: true,
-            lease_retry: Duration::from_secs(1),
-            lease_check: Duration::from_secs(1),
-            restart_backoff: Duration::from_secs(1),
-        }
-    }
-}
-
-impl EngineOptions {
-    /// Events per batch.
-    #[must_use]
-    pub fn batch_size(mut self, n: usize) -> Self {
-        self.batch_size = n.max(1);
-        self
-    }
-
-    /// Take (or not) a lease per projection.
-    #[must_use]
-    pub fn use_lease(mut self, on: bool) -> Self {
-        self.use_lease = on;
-        self
-    }
-
-    /// How often a standby worker tries for the lease.
-    #[must_use]
-    pub fn lease_retry(mut self, every: Duration) -> Self {
-        self.lease_retry = every;
-        self
-    }
-
-    /// Longest idle wait while following live.
-    #[must_use]
-    pub fn idle_wait(mut self, wait: Duration) -> Self {
-        self.idle_wait = wait;
-        self
-    }
-
-    /// Pause before restarting after an infrastructure error.
-    #[must_use]
-    pub fn restart_backoff(mut self, wait: Duration) -> Self {
-        self.restart_backoff = wait;
-        self
-    }
-}
-
-/// What a projection is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProjectionState {
-    /// Applying events (catching up or following live).
-    Running,
-    /// A rebuild into shadow tables is under way or was interrupted (the live tables keep
-    /// serving).
-    Rebuilding,
-    /// Waiting for another worker's lease.
-    Standby,
-    /// Stopped on an event that kept failing; see the error.
-    Halted,
-    /// Not running in this process.
-    Stopped,
-}
-
-impl fmt::Display for ProjectionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ProjectionState::Running => "running",
-            ProjectionState::Rebuilding => "rebuilding",
-            ProjectionState::Standby => "standby",
-            ProjectionState::Halted => "halted",
-            ProjectionState::Stopped => "stopped",
-        })
-    }
-}
-
-/// One projection's progress.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProjectionStatus {
-    /// Persisted name.
-    pub name: String,
-    /// What it is doing.
-    pub state: ProjectionState,
-    /// Everything up to here is applied.
-    pub checkpoint: Position,
-    /// The log's head.
-    pub head: Position,
-    /// Head minus checkpoint, in global sequence numbers (0 when caught up).
-    pub lag: u64,
-    /// Dead letters recorded for it.
-    pub dead_letters: usize,
-    /// Recent throughput (0 when not running here).
-    pub events_per_second: f64,
-    /// Why it halted.
-    pub error: Option<String>,
-}
-
-/// Where a rebuild stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RebuildProgress {
-    /// The projection being rebuilt.
-    pub projection: String,
-    /// Global sequence number reached.
-    pub done: u64,
-    /// The log's head (moves while writers append).
-    pub total: u64,
-    /// Where an interrupted rebuild resumed from.
-    pub resumed_from: Option<Position>,
-    /// Set on the last report: the shadow tables were swapped in.
-    pub swapped: bool,
-}
-
-/// A registered projection with its types erased, so one engine runs several.
-trait Registered<S, C: CheckpointStore>: Send + Sync {
-    fn name(&self) -> &str;
-    fn tables(&self) -> Vec<String>;
-    fn rebuild<'a>(
-        &'a self,
-        engine: &'a EngineInner<S, C>,
-        progress: &'a mut (dyn FnMut(&RebuildProgress) + Send),
-    ) -> BoxFuture<'a, Result<Position>>;
-    fn spawn(
-        &self,
-        engine: &EngineInner<S, C>,
-        shared: Arc<Shared>,
-        token: CancellationToken,
-    ) -> JoinHandle<()>;
-    fn retry<'a>(
-        &'a self,
-        engine: &'a EngineInner<S, C>,
-        letter: DeadLetter,
-    ) -> BoxFuture<'a, Result<()>>;
-}
-
-struct Entry<P>(Arc<P>);
-
-impl<P, S, C> Registered<S, C> for Entry<P>
-where
-    P: Projection<C>,
-    S: EventStore + Clone + 'static,
-    C: CheckpointStore,
-{
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-
-    fn tables(&self) -> Vec<String> {
-        self.0.tables()
-    }
-
-    fn rebuild<'a>(
-        &'a self,
-        engine: &'a EngineInner<S, C>,
-        progress: &'a mut (dyn FnMut(&RebuildProgress) + Send),
-    ) -> BoxFuture<'a, Result<Position>> {
-        Box::pin(crate::rebuild::rebuild(
-            &*self.0,
-            &engine.store,
-            &engine.checkpoints,
-            &engine.upcasters,
-            engine.options.batch_size,
-            progress,
-        ))
-    }
-
-    fn spawn(
-        &self,
-        engine: &EngineInner<S, C>,
-        shared: Arc<Shared>,
-        token: CancellationToken,
-    ) -> JoinHandle<()> {
-        let worker = Worker {
-            projection: Arc::clone(&self.0),
-            store: engine.store.clone(),
-            checkpoints: engine.checkpoints.clone(),
-            options: engine.options.clone(),
-            upcasters: Arc::clone(&engine.upcasters),
-            shared,
-        };
-        tokio::spawn(worker.run(token))
-    }
-
-    fn retry<'a>(
-        &'a self,
-        engine: &'a EngineInner<S, C>,
-        letter: DeadLetter,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let raw = engine
-                .store
-                .read_stream(
-                    &letter.stream_id,
-                    ReadStream::forward_from(letter.stream_version).limit(1),
-                )
-                .await?
-                .into_iter()
-                .find(|e| e.event_id == letter.event_id)
-                .ok_or(Error::DeadLetterNotFound(letter.id))?;
-            let handler = |source| Error::Handler {
-                projection: letter.projection.clone(),
-                source,
-            };
-            let envelope =
-                decode_event::<P::Event>(&raw, &engine.upcasters).map_err(|e| handler(e.into()))?;
-            let mut tx = engine.checkpoints.begin_untracked().await?;
-            if !engine
-                .checkpoints
-                .remove_dead_letter(&mut tx, letter.id)
-                .await?
-            {
-                return Err(Error::DeadLetterNotFound(letter.id));
-            }
-            self.0.handle(&envelope, &mut tx).await.map_err(handler)?;
-            engine.checkpoints.commit_untracked(tx).await
-        })
-    }
-}
-
 pub(crate) struct EngineInner<S, C> {
-    store: S,
-    checkpoints: C,
-    options: EngineOptions,
-    upcasters: Arc<Upcasters>,
-    projections: Vec<Box<dyn Registered<S, C>>>,
+    pub(crate) store: S,
+    pub(crate) checkpoints: C,
+    pub(crate) options: EngineOptions,
+    pub(crate) upcasters: Arc<Upcasters>,
+    pub(crate) entries: Vec<Box<dyn Registered<S, C>>>,
 }
 
-/// Runs projections: each in its own worker, with its own checkpoint.
+/// Runs subscriptions: each in its own worker, with its own checkpoint.
+///
+/// Register read models with [`register`](ProjectionEngine::register) and other kinds of
+/// subscription (a relay, a process manager) with
+/// [`subscribe`](ProjectionEngine::subscribe).
 ///
 /// ```
 /// # use annals_projections::{ProjectionEngine, MemoryCheckpoints};
@@ -278,7 +51,7 @@ pub(crate) struct EngineInner<S, C> {
 /// # }
 /// ```
 pub struct ProjectionEngine<S, C> {
-    inner: Arc<EngineInner<S, C>>,
+    pub(crate) inner: Arc<EngineInner<S, C>>,
 }
 
 impl<S, C> Clone for ProjectionEngine<S, C> {
@@ -296,7 +69,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProjectionEngine")
-            .field("projections", &self.names())
+            .field("subscriptions", &self.names())
             .field("options", &self.inner.options)
             .finish_non_exhaustive()
     }
@@ -307,7 +80,7 @@ where
     S: EventStore + Clone + 'static,
     C: CheckpointStore,
 {
-    /// An engine reading `store` and writing read models through `checkpoints`.
+    /// An engine reading `store` and keeping checkpoints (and read models) in `checkpoints`.
     pub fn new(store: S, checkpoints: C) -> Self {
         Self {
             inner: Arc::new(EngineInner {
@@ -315,7 +88,7 @@ where
                 checkpoints,
                 options: EngineOptions::default(),
                 upcasters: Arc::new(Upcasters::new()),
-                projections: Vec::new(),
+                entries: Vec::new(),
             }),
         }
     }
@@ -340,26 +113,37 @@ where
         self.edit(|inner| inner.options = options)
     }
 
-    /// Decodes events through these upcasters.
+    /// Decodes events through these upcasters (for projections registered after this).
     #[must_use]
     pub fn with_upcasters(self, upcasters: Upcasters) -> Self {
         self.edit(|inner| inner.upcasters = Arc::new(upcasters))
     }
 
-    /// Adds a projection.
+    /// Adds a projection (a read model, rebuildable from the log).
     #[must_use]
     pub fn register<P: Projection<C>>(self, projection: P) -> Self {
         self.edit(|inner| {
+            let kind = ProjectionKind {
+                projection: Arc::new(projection),
+                upcasters: Arc::clone(&inner.upcasters),
+            };
             inner
-                .projections
-                .push(Box::new(Entry(Arc::new(projection))))
+                .entries
+                .push(Box::new(Rebuildable(Log(Arc::new(kind)))));
         })
     }
 
-    /// The registered projections' names.
+    /// Adds another kind of subscription: anything implementing [`Subscriber`] (the NATS
+    /// relay, a process manager).
+    #[must_use]
+    pub fn subscribe<K: Subscriber<C>>(self, subscriber: K) -> Self {
+        self.edit(|inner| inner.entries.push(Box::new(Log(Arc::new(subscriber)))))
+    }
+
+    /// The registered subscriptions' names.
     pub fn names(&self) -> Vec<String> {
         self.inner
-            .projections
+            .entries
             .iter()
             .map(|p| p.name().to_owned())
             .collect()
@@ -370,14 +154,14 @@ where
         &self.inner.store
     }
 
-    /// Where read models and checkpoints live.
+    /// Where checkpoints and read models live.
     pub fn checkpoints(&self) -> &C {
         &self.inner.checkpoints
     }
 
-    fn find(&self, name: &str) -> Result<&dyn Registered<S, C>> {
+    pub(crate) fn find(&self, name: &str) -> Result<&dyn Registered<S, C>> {
         self.inner
-            .projections
+            .entries
             .iter()
             .find(|p| p.name() == name)
             .map(|p| p.as_ref())
@@ -387,12 +171,12 @@ where
             })
     }
 
-    /// Starts one worker per projection. Call inside a tokio runtime.
+    /// Starts one worker per subscription. Call inside a tokio runtime.
     pub fn start(&self) -> RunningProjections<S, C> {
         let token = CancellationToken::new();
         let workers = self
             .inner
-            .projections
+            .entries
             .iter()
             .map(|p| {
                 let shared = Arc::new(Shared::new(p.name()));
@@ -400,7 +184,7 @@ where
                 (shared, task)
             })
             .collect();
-        info!(projections = ?self.names(), "projection engine started");
+        info!(subscriptions = ?self.names(), "engine started");
         RunningProjections {
             engine: self.clone(),
             token,
@@ -408,32 +192,37 @@ where
         }
     }
 
-    /// Each registered projection's stored status (state `Stopped` or `Halted`, as seen
-    /// from outside any worker).
+    /// Each registered subscription's stored status (state `Stopped`, `Running` when some
+    /// process holds its lease, `Halted` or `Rebuilding`, as seen from outside any worker).
     ///
     /// # Errors
     ///
     /// Store errors.
-    pub async fn status(&self) -> Result<Vec<ProjectionStatus>> {
+    pub async fn status(&self) -> Result<Vec<SubscriptionStatus>> {
         let checkpoints = &self.inner.checkpoints;
-        let head = self.inner.store.head().await?;
+        // Checkpoints first, then the head: a checkpoint is never ahead of a head read
+        // after it.
         let records = checkpoints.checkpoints().await?;
         let letters = checkpoints.dead_letters(None).await?;
+        let head = self.inner.store.head().await?;
         let mut statuses = Vec::new();
-        for name in self.names() {
+        for entry in &self.inner.entries {
+            let name = entry.name().to_owned();
             let record = records.iter().find(|r| r.projection == name);
             let checkpoint = record.map_or(Position::START, |r| r.position);
             let error = record.and_then(|r| r.halted.clone());
             let state = if error.is_some() {
-                ProjectionState::Halted
+                SubscriptionState::Halted
             } else if checkpoints.rebuild_checkpoint(&name).await?.is_some() {
-                ProjectionState::Rebuilding
+                SubscriptionState::Rebuilding
             } else if checkpoints.lease_held(&name).await? {
-                ProjectionState::Running
+                SubscriptionState::Running
             } else {
-                ProjectionState::Stopped
+                SubscriptionState::Stopped
             };
-            statuses.push(ProjectionStatus {
+            let head = head.max(checkpoint);
+            statuses.push(SubscriptionStatus {
+                kind: entry.kind(),
                 state,
                 checkpoint,
                 head,
@@ -447,40 +236,16 @@ where
         Ok(statuses)
     }
 
-    /// Dead letters of one projection or all.
+    /// Dead letters of one subscription or all, oldest first.
     ///
     /// # Errors
     ///
     /// Store errors; [`Error::UnknownProjection`] for an unknown name.
-    pub async fn dead_letters(&self, projection: Option<&str>) -> Result<Vec<DeadLetter>> {
-        if let Some(name) = projection {
+    pub async fn dead_letters(&self, name: Option<&str>) -> Result<Vec<DeadLetter>> {
+        if let Some(name) = name {
             self.find(name)?;
         }
-        self.inner.checkpoints.dead_letters(projection).await
-    }
-
-    async fn letter(&self, id: i64) -> Result<DeadLetter> {
-        self.inner
-            .checkpoints
-            .dead_letters(None)
-            .await?
-            .into_iter()
-            .find(|d| d.id == id)
-            .ok_or(Error::DeadLetterNotFound(id))
-    }
-
-    /// Runs the projection's handler on a dead-lettered event again (now, out of order) and
-    /// removes the dead letter in the same transaction.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::DeadLetterNotFound`], [`Error::UnknownProjection`], or
-    /// [`Error::Handler`] when it fails again (the dead letter stays).
-    pub async fn retry_dead_letter(&self, id: i64) -> Result<()> {
-        let letter = self.letter(id).await?;
-        self.find(&letter.projection)?
-            .retry(&self.inner, letter)
-            .await
+        self.inner.checkpoints.dead_letters(name).await
     }
 
     /// Rebuilds `name` into shadow tables from the start of the log while the live tables
@@ -490,9 +255,9 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownProjection`]; [`Error::Unsupported`] when the projection declares
-    /// no tables or the backend has no shadows; [`Error::RebuildFailed`] when a handler
-    /// refuses an event (the shadow is kept: fix and rerun).
+    /// [`Error::UnknownProjection`]; [`Error::Unsupported`] when it is not a projection,
+    /// declares no tables or the backend has no shadows; [`Error::RebuildFailed`] when a
+    /// handler refuses an event (the shadow is kept: fix and rerun).
     pub async fn rebuild(
         &self,
         name: &str,
@@ -536,163 +301,5 @@ where
             ));
         }
         self.inner.checkpoints.reset(name, &tables).await
-    }
-
-    /// Deletes a dead letter without applying it.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::DeadLetterNotFound`] or store errors.
-    pub async fn discard_dead_letter(&self, id: i64) -> Result<()> {
-        let mut tx = self.inner.checkpoints.begin_untracked().await?;
-        if !self
-            .inner
-            .checkpoints
-            .remove_dead_letter(&mut tx, id)
-            .await?
-        {
-            return Err(Error::DeadLetterNotFound(id));
-        }
-        self.inner.checkpoints.commit_untracked(tx).await
-    }
-}
-
-/// The workers of a started [`ProjectionEngine`].
-pub struct RunningProjections<S, C> {
-    engine: ProjectionEngine<S, C>,
-    token: CancellationToken,
-    workers: Vec<(Arc<Shared>, JoinHandle<()>)>,
-}
-
-impl<S, C> fmt::Debug for RunningProjections<S, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RunningProjections")
-            .field(
-                "projections",
-                &self
-                    .workers
-                    .iter()
-                    .map(|(s, _)| &s.name)
-                    .collect::<Vec<_>>(),
-            )
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, C> RunningProjections<S, C>
-where
-    S: EventStore + Clone + 'static,
-    C: CheckpointStore,
-{
-    /// The engine these workers belong to.
-    pub fn engine(&self) -> &ProjectionEngine<S, C> {
-        &self.engine
-    }
-
-    /// A token that stops every worker when cancelled (for example on Ctrl-C).
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.token.clone()
-    }
-
-    /// Waits until every projection's checkpoint reaches `position` (for example the
-    /// position a command returned, to read your own writes).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Halted`] when a projection halts, [`Error::Timeout`] after `timeout`,
-    /// [`Error::ShutDown`] when the workers stop first.
-    pub async fn wait_until_caught_up(&self, position: Position, timeout: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        for (shared, _) in &self.workers {
-            let mut checkpoint = shared.checkpoint.subscribe();
-            let mut state = shared.state.subscribe();
-            loop {
-                if *checkpoint.borrow_and_update() >= position {
-                    break;
-                }
-                let (current, error) = state.borrow_and_update().clone();
-                if current == ProjectionState::Halted {
-                    return Err(Error::Halted {
-                        projection: shared.name.clone(),
-                        error: error.unwrap_or_default(),
-                    });
-                }
-                if current == ProjectionState::Stopped && self.token.is_cancelled() {
-                    return Err(Error::ShutDown);
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(Error::Timeout {
-                        projection: shared.name.clone(),
-                        target: position,
-                        checkpoint: *checkpoint.borrow(),
-                    });
-                }
-                // A standby worker learns of the active one's progress from the stored
-                // checkpoint, so poll it as well as listening.
-                let nap = (deadline - tokio::time::Instant::now()).min(STORED_POLL);
-                let woke = tokio::time::timeout(nap, async {
-                    tokio::select! {
-                        r = checkpoint.changed() => r.is_ok(),
-                        r = state.changed() => r.is_ok(),
-                    }
-                })
-                .await;
-                if woke == Ok(false) {
-                    return Err(Error::ShutDown);
-                }
-                if current == ProjectionState::Standby {
-                    let stored = self
-                        .engine
-                        .inner
-                        .checkpoints
-                        .checkpoint(&shared.name)
-                        .await?;
-                    if stored.is_some_and(|c| c.position >= position) {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Live status of every projection.
-    ///
-    /// # Errors
-    ///
-    /// Store errors.
-    pub async fn status(&self) -> Result<Vec<ProjectionStatus>> {
-        let mut statuses = self.engine.status().await?;
-        for status in &mut statuses {
-            if let Some((shared, _)) = self.workers.iter().find(|(s, _)| s.name == status.name) {
-                let (state, error) = shared.state.borrow().clone();
-                status.state = state;
-                if error.is_some() {
-                    status.error = error;
-                }
-                status.events_per_second = shared.events_per_second();
-            }
-        }
-        Ok(statuses)
-    }
-
-    /// Kills every worker at once, wherever it is (mid-batch included), as a crash would.
-    /// The open batch rolls back; a later start resumes from the last checkpoint. For
-    /// tests and emergencies; prefer [`shutdown`](RunningProjections::shutdown).
-    pub async fn abort(self) {
-        for (_, task) in &self.workers {
-            task.abort();
-        }
-        for (_, task) in self.workers {
-            let _ = task.await;
-        }
-    }
-
-    /// Stops every worker after its current batch and waits for them.
-    pub async fn shutdown(self) {
-        self.token.cancel();
-        for (_, task) in self.workers {
-            let _ = task.await;
-        }
     }
 }

@@ -23,6 +23,26 @@ pub enum Error {
         actual: Position,
     },
 
+    /// Something the subscription depends on is down (a broker, a database); not the
+    /// event's fault. The worker restarts after a backoff.
+    #[error("subscription `{subscription}` cannot reach what it delivers to: {error}")]
+    Unavailable {
+        /// The subscription.
+        subscription: String,
+        /// What failed.
+        error: String,
+    },
+
+    /// A parked event was retried while the dead letter its stream is parked behind is
+    /// still there: retry or discard that one first (a stream's events apply in order).
+    #[error("dead letter {id} is parked behind dead letter {head} of the same stream: retry or discard {head} first")]
+    ParkedBehind {
+        /// The letter asked for.
+        id: i64,
+        /// The stream's head letter.
+        head: i64,
+    },
+
     /// The projection halted on an event that kept failing.
     #[error("projection `{projection}` is halted: {error}")]
     Halted {

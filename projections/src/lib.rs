@@ -1,27 +1,30 @@
 #![doc = include_str!("../README.md")]
 
-mod checkpoint;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod engine;
 mod error;
 mod memory;
+mod policy;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod projection;
 mod rebuild;
+pub mod store;
+pub mod subscription;
 #[cfg(feature = "testkit")]
 pub mod testkit;
-mod worker;
 
-pub use checkpoint::{CheckpointRecord, CheckpointStore, DeadLetter};
-pub use engine::{
-    EngineOptions, ProjectionEngine, ProjectionState, ProjectionStatus, RebuildProgress,
-    RunningProjections,
-};
+pub use engine::{EngineOptions, ProjectionEngine, RunningProjections};
 pub use error::{Error, Result};
 pub use memory::{MemoryCheckpoints, MemoryLease, MemoryTx};
+pub use policy::{FailurePolicy, RetryPolicy};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgCheckpoints, PgLease, PgTx};
-pub use projection::{FailurePolicy, HandlerError, Projection, RetryPolicy};
+pub use projection::{HandlerError, Projection};
+pub use rebuild::RebuildProgress;
+pub use store::{
+    CheckpointRecord, CheckpointStore, Checkpoints, DeadLetter, DeadLetters, Leases, Rebuilds,
+};
+pub use subscription::{Failure, Subscriber, SubscriptionState, SubscriptionStatus};
 pub use tokio_util::sync::CancellationToken;

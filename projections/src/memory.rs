@@ -1,7 +1,7 @@
 //! In-process read models: tables of serde rows, committed atomically with checkpoints.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -10,7 +10,9 @@ use chrono::Utc;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
-use crate::{CheckpointRecord, CheckpointStore, DeadLetter, Error, Result};
+use crate::{
+    CheckpointRecord, Checkpoints, DeadLetter, DeadLetters, Error, Leases, Rebuilds, Result,
+};
 
 /// In-process checkpoints, dead letters, leases and read-model tables (rows are serde
 /// values keyed by string). A batch's writes are staged in a [`MemoryTx`] and applied with
@@ -50,6 +52,9 @@ pub struct MemoryTx {
     removed_dead_letters: Vec<i64>,
     /// The checkpoint this batch started from, checked again at commit.
     from: Position,
+    /// For a transaction from `lock`: the subscription and where its checkpoint stood,
+    /// checked again at commit (the in-memory stand-in for holding its lock).
+    locked: Option<(String, Position)>,
 }
 
 impl MemoryTx {
@@ -147,6 +152,7 @@ impl MemoryCheckpoints {
             dead_letters: Vec::new(),
             removed_dead_letters: Vec::new(),
             from,
+            locked: None,
         }
     }
 
@@ -170,6 +176,17 @@ fn apply(state: &mut State, tx: MemoryTx) {
         state.dead_letters.remove(&id);
     }
     for mut letter in tx.dead_letters {
+        // One letter per (subscription, event): recording it again updates it.
+        let existing = state
+            .dead_letters
+            .values_mut()
+            .find(|d| d.projection == letter.projection && d.event_id == letter.event_id);
+        if let Some(existing) = existing {
+            existing.error = letter.error;
+            existing.attempts = letter.attempts;
+            existing.failed_at = letter.failed_at;
+            continue;
+        }
         state.next_dead_letter += 1;
         letter.id = state.next_dead_letter;
         state.dead_letters.insert(letter.id, letter);
@@ -193,20 +210,30 @@ impl Drop for MemoryLease {
     }
 }
 
-impl CheckpointStore for MemoryCheckpoints {
+fn fenced(projection: &str, expected: Position, actual: Position) -> Error {
+    Error::Fenced {
+        projection: projection.to_owned(),
+        expected,
+        actual,
+    }
+}
+
+impl Checkpoints for MemoryCheckpoints {
     type Tx = MemoryTx;
-    type Lease = MemoryLease;
 
     async fn begin(&self, projection: &str, from: Position) -> Result<MemoryTx> {
         let actual = Self::position_of(&lock(&self.state), projection);
         if actual != from {
-            return Err(Error::Fenced {
-                projection: projection.to_owned(),
-                expected: from,
-                actual,
-            });
+            return Err(fenced(projection, from, actual));
         }
         Ok(self.tx(from))
+    }
+
+    async fn lock(&self, projection: &str) -> Result<(MemoryTx, Position)> {
+        let at = Self::position_of(&lock(&self.state), projection);
+        let mut tx = self.tx(at);
+        tx.locked = Some((projection.to_owned(), at));
+        Ok((tx, at))
     }
 
     async fn commit(&self, tx: MemoryTx, projection: &str, to: Position) -> Result<()> {
@@ -215,11 +242,7 @@ impl CheckpointStore for MemoryCheckpoints {
         // Compare-and-set: a stale worker whose batch began before another worker moved
         // the checkpoint must not apply its batch.
         if actual != tx.from {
-            return Err(Error::Fenced {
-                projection: projection.to_owned(),
-                expected: tx.from,
-                actual,
-            });
+            return Err(fenced(projection, tx.from, actual));
         }
         apply(&mut state, tx);
         state.checkpoints.insert(
@@ -240,6 +263,12 @@ impl CheckpointStore for MemoryCheckpoints {
 
     async fn commit_untracked(&self, tx: MemoryTx) -> Result<()> {
         let mut state = lock(&self.state);
+        if let Some((projection, at)) = &tx.locked {
+            let actual = Self::position_of(&state, projection);
+            if actual != *at {
+                return Err(fenced(projection, *at, actual));
+            }
+        }
         // Removing a dead letter is how a retry claims it: only one may win.
         if let Some(gone) = tx
             .removed_dead_letters
@@ -281,7 +310,9 @@ impl CheckpointStore for MemoryCheckpoints {
         record.updated_at = Utc::now();
         Ok(())
     }
+}
 
+impl DeadLetters for MemoryCheckpoints {
     async fn record_dead_letter(&self, tx: &mut MemoryTx, letter: &DeadLetter) -> Result<()> {
         tx.dead_letters.push(letter.clone());
         Ok(())
@@ -304,6 +335,28 @@ impl CheckpointStore for MemoryCheckpoints {
         Ok(exists)
     }
 
+    async fn streams_with_dead_letters(
+        &self,
+        tx: &mut MemoryTx,
+        projection: &str,
+        streams: &[String],
+    ) -> Result<HashSet<String>> {
+        let state = lock(&self.state);
+        let committed = state
+            .dead_letters
+            .values()
+            .filter(|d| !tx.removed_dead_letters.contains(&d.id));
+        Ok(committed
+            .chain(&tx.dead_letters)
+            .filter(|d| d.projection == projection && streams.contains(&d.stream_id))
+            .map(|d| d.stream_id.clone())
+            .collect())
+    }
+}
+
+impl Leases for MemoryCheckpoints {
+    type Lease = MemoryLease;
+
     async fn try_lease(&self, projection: &str) -> Result<Option<MemoryLease>> {
         let mut state = lock(&self.state);
         if state.leases.contains_key(projection) {
@@ -323,6 +376,12 @@ impl CheckpointStore for MemoryCheckpoints {
         Ok(lock(&self.state).leases.contains_key(projection))
     }
 
+    async fn lease_alive(&self, lease: &mut MemoryLease) -> bool {
+        lock(&self.state).leases.get(&lease.projection) == Some(&lease.token)
+    }
+}
+
+impl Rebuilds for MemoryCheckpoints {
     async fn reset(&self, projection: &str, tables: &[String]) -> Result<()> {
         let mut state = lock(&self.state);
         for table in tables {
@@ -331,9 +390,5 @@ impl CheckpointStore for MemoryCheckpoints {
         state.checkpoints.remove(projection);
         state.dead_letters.retain(|_, d| d.projection != projection);
         Ok(())
-    }
-
-    async fn lease_alive(&self, lease: &mut MemoryLease) -> bool {
-        lock(&self.state).leases.get(&lease.projection) == Some(&lease.token)
     }
 }

@@ -1,55 +1,18 @@
-use std::{future::Future, time::Duration};
+//! Read models: the [`Projection`] trait, and the adapter that makes a projection a kind of
+//! subscription.
 
-use annals_core::{DomainEvent, Envelope};
+use std::{future::Future, sync::Arc};
 
-use crate::CheckpointStore;
+use annals_core::{decode_event, DomainEvent, Envelope, RecordedEvent, Upcasters};
+
+use crate::{
+    subscription::{Failure, Subscriber},
+    Checkpoints, FailurePolicy, RetryPolicy,
+};
 
 /// Why a handler failed: any error, boxed. The engine retries, then halts or dead-letters
 /// per [`Projection::on_failure`].
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// What the engine does with an event whose handler still fails after the retries.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FailurePolicy {
-    /// Stop this projection (other projections go on); its status shows the error and the
-    /// checkpoint stays before the failing event. Restarting the worker tries again.
-    #[default]
-    Halt,
-    /// Record a dead letter (event, error, attempts, time) in the same transaction that
-    /// moves the checkpoint past the event, and go on.
-    DeadLetter,
-}
-
-/// How often, and how patiently, a failing event is retried before the policy applies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included (at least 1).
-    pub attempts: u32,
-    /// Wait before the second attempt; doubles each time, up to `max_backoff`.
-    pub backoff: Duration,
-    /// Longest wait between attempts.
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            attempts: 3,
-            backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait after failed attempt `n` (1-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.backoff.saturating_mul(factor).min(self.max_backoff)
-    }
-}
 
 /// A read model kept from the global log.
 ///
@@ -61,7 +24,7 @@ impl RetryPolicy {
 ///
 /// `C` is where the read model lives: `PgCheckpoints` (a sqlx transaction) or
 /// [`MemoryCheckpoints`](crate::MemoryCheckpoints) (an in-process table store).
-pub trait Projection<C: CheckpointStore>: Send + Sync + 'static {
+pub trait Projection<C: Checkpoints>: Send + Sync + 'static {
     /// The events it reads: an enum whose serde variant names are event types.
     type Event: DomainEvent;
 
@@ -131,5 +94,64 @@ pub trait Projection<C: CheckpointStore>: Send + Sync + 'static {
             }
             Ok(())
         }
+    }
+}
+
+/// A projection as a kind of subscription: decodes its events (through the engine's
+/// upcasters) and writes them in the checkpoint's transaction.
+pub(crate) struct ProjectionKind<P> {
+    pub(crate) projection: Arc<P>,
+    pub(crate) upcasters: Arc<Upcasters>,
+}
+
+impl<P> ProjectionKind<P> {
+    /// Decodes a batch; an event that does not decode can never be applied.
+    pub(crate) fn decode<E: DomainEvent>(
+        &self,
+        events: &[RecordedEvent],
+    ) -> Result<Vec<Envelope<E>>, Failure> {
+        events
+            .iter()
+            .map(|e| decode_event(e, &self.upcasters).map_err(|e| Failure::Poison(e.into())))
+            .collect()
+    }
+}
+
+impl<P, C> Subscriber<C> for ProjectionKind<P>
+where
+    P: Projection<C>,
+    C: Checkpoints,
+{
+    fn name(&self) -> &str {
+        self.projection.name()
+    }
+
+    fn kind(&self) -> &'static str {
+        "projection"
+    }
+
+    fn event_types(&self) -> Option<Vec<String>> {
+        Some(self.projection.event_types())
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        self.projection.retry()
+    }
+
+    fn on_failure(&self) -> FailurePolicy {
+        self.projection.on_failure()
+    }
+
+    async fn setup(&self, tx: &mut C::Tx) -> Result<(), HandlerError> {
+        self.projection.setup(tx).await
+    }
+
+    async fn apply(&self, events: &[RecordedEvent], tx: &mut C::Tx) -> Result<(), Failure> {
+        let envelopes = self.decode::<P::Event>(events)?;
+        let outcome = match envelopes.as_slice() {
+            [one] => self.projection.handle(one, tx).await,
+            many => self.projection.handle_batch(many, tx).await,
+        };
+        outcome.map_err(Failure::Retry)
     }
 }

@@ -3,7 +3,22 @@
 use annals_core::{decode_event, Envelope, EventStore, Position, ReadAll, Upcasters};
 use tracing::info;
 
-use crate::{CheckpointStore, Error, Projection, RebuildProgress, Result};
+use crate::{projection::ProjectionKind, Checkpoints, Error, Projection, Rebuilds, Result};
+
+/// Where a rebuild stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RebuildProgress {
+    /// The projection being rebuilt.
+    pub projection: String,
+    /// Global sequence number reached.
+    pub done: u64,
+    /// The log's head (moves while writers append).
+    pub total: u64,
+    /// Where an interrupted rebuild resumed from.
+    pub resumed_from: Option<Position>,
+    /// Set on the last report: the shadow tables were swapped in.
+    pub swapped: bool,
+}
 
 fn handler_error(projection: &str, position: Position, error: impl ToString) -> Error {
     Error::RebuildFailed {
@@ -58,18 +73,19 @@ fn reached<E>(at: Position, head: Position, events: &[Envelope<E>], full: bool) 
 }
 
 pub(crate) async fn rebuild<P, S, C>(
-    projection: &P,
+    kind: &ProjectionKind<P>,
     store: &S,
     checkpoints: &C,
-    upcasters: &Upcasters,
     batch: usize,
     progress: &mut (dyn FnMut(&RebuildProgress) + Send),
 ) -> Result<Position>
 where
     P: Projection<C>,
     S: EventStore,
-    C: CheckpointStore,
+    C: Checkpoints + Rebuilds,
 {
+    let projection = &*kind.projection;
+    let upcasters: &Upcasters = &kind.upcasters;
     let name = projection.name();
     let pages = Pages {
         store,

@@ -86,7 +86,7 @@ impl annals_projections::Projection<MemoryCheckpoints> for Everything {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_projections_run_in_one_engine_each_with_its_own_checkpoint() {
-    use annals_projections::{CheckpointStore, ProjectionEngine};
+    use annals_projections::{Checkpoints, ProjectionEngine};
     let store = MemoryEventStore::new();
     let read = MemoryCheckpoints::new();
     let running = ProjectionEngine::new(store.clone(), read.clone())
@@ -123,4 +123,49 @@ async fn several_projections_run_in_one_engine_each_with_its_own_checkpoint() {
         2,
         "each projection keeps its own checkpoint"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_parks_its_stream_until_retried() {
+    common::parking::a_poison_event_parks_its_stream_until_retried(
+        MemoryEventStore::new(),
+        MemoryCheckpoints::new(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discarding_the_head_releases_the_parked_events() {
+    common::parking::discarding_the_head_releases_the_parked_events(
+        MemoryEventStore::new(),
+        MemoryCheckpoints::new(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_broker_restarts_the_worker_and_loses_nothing() {
+    common::delivery::an_unavailable_broker_restarts_the_worker_and_loses_nothing(
+        MemoryEventStore::new(),
+        MemoryCheckpoints::new(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_deliver_and_commit_delivers_again() {
+    common::delivery::a_crash_between_deliver_and_commit_delivers_again(
+        MemoryEventStore::new(),
+        MemoryCheckpoints::new(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeliverable_event_is_dead_lettered_without_retries() {
+    common::delivery::an_undeliverable_event_is_dead_lettered_without_retries(
+        MemoryEventStore::new(),
+        MemoryCheckpoints::new(),
+    )
+    .await;
 }

@@ -97,7 +97,7 @@ async fn a_checkpoint_transaction_dropped_while_beginning_leaves_no_transaction_
     use std::{future::Future, pin::pin, str::FromStr, task::Poll};
 
     use annals_core::{encode_event, Encoding, ExpectedVersion, Position};
-    use annals_projections::CheckpointStore;
+    use annals_projections::Checkpoints;
     use sqlx::{
         postgres::{PgConnectOptions, PgPoolOptions},
         Connection, PgConnection,
@@ -192,4 +192,45 @@ async fn open_transactions(admin: &mut sqlx::PgConnection, db: &str) -> i64 {
     .fetch_one(admin)
     .await
     .expect("pg_stat_activity")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_parks_its_stream_until_retried() {
+    let (store, db) = fresh_store().await;
+    let read = PgCheckpoints::new(&store);
+    common::parking::a_poison_event_parks_its_stream_until_retried(store, read).await;
+    drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discarding_the_head_releases_the_parked_events() {
+    let (store, db) = fresh_store().await;
+    let read = PgCheckpoints::new(&store);
+    common::parking::discarding_the_head_releases_the_parked_events(store, read).await;
+    drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_broker_restarts_the_worker_and_loses_nothing() {
+    let (store, db) = fresh_store().await;
+    let read = PgCheckpoints::new(&store);
+    common::delivery::an_unavailable_broker_restarts_the_worker_and_loses_nothing(store, read)
+        .await;
+    drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_deliver_and_commit_delivers_again() {
+    let (store, db) = fresh_store().await;
+    let read = PgCheckpoints::new(&store);
+    common::delivery::a_crash_between_deliver_and_commit_delivers_again(store, read).await;
+    drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeliverable_event_is_dead_lettered_without_retries() {
+    let (store, db) = fresh_store().await;
+    let read = PgCheckpoints::new(&store);
+    common::delivery::an_undeliverable_event_is_dead_lettered_without_retries(store, read).await;
+    drop_database(&db).await;
 }

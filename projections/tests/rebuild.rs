@@ -12,7 +12,7 @@ use std::{
 };
 
 use annals_core::Position;
-use annals_projections::{EngineOptions, PgCheckpoints, ProjectionEngine, ProjectionState};
+use annals_projections::{EngineOptions, PgCheckpoints, ProjectionEngine, SubscriptionState};
 use common::{
     append_tallies, drop_database, expected_tallies, fresh_store, pg_rows, scenarios::WAIT, Tallies,
 };
@@ -118,7 +118,7 @@ async fn a_rebuild_swaps_in_a_correct_table_while_readers_and_writers_carry_on()
         "the rebuilt table differs from a replay"
     );
     let status = fixed.status().await.expect("status");
-    assert_ne!(status[0].state, ProjectionState::Rebuilding);
+    assert_ne!(status[0].state, SubscriptionState::Rebuilding);
     assert_eq!(
         fixed.rebuild_checkpoint("tallies").await.expect("shadow"),
         None,
@@ -168,7 +168,7 @@ async fn an_interrupted_rebuild_leaves_the_live_table_alone_and_resumes() {
     );
     assert_eq!(
         fixed.status().await.expect("status")[0].state,
-        ProjectionState::Rebuilding
+        SubscriptionState::Rebuilding
     );
 
     let stopped_at = fixed

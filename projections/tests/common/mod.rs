@@ -272,6 +272,8 @@ pub async fn expected_tallies<S: EventStore>(store: &S) -> BTreeMap<String, Tall
     expected
 }
 
+pub mod delivery;
+pub mod parking;
 pub mod scenarios;
 
 pub async fn pg_rows(pool: &sqlx::PgPool) -> BTreeMap<String, Tally> {

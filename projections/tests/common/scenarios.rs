@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, future::Future, sync::atomic::Ordering, time::D
 use annals_core::{encode_event, Encoding, EventStore, ExpectedVersion, Position};
 use annals_projections::{
     CheckpointStore, EngineOptions, Error, FailurePolicy, MemoryCheckpoints, PgCheckpoints,
-    Projection, ProjectionEngine, ProjectionState, RunningProjections,
+    Projection, ProjectionEngine, RunningProjections, SubscriptionState,
 };
 
 use super::{append_tallies, expected_tallies, Tallies, Tally, TallyEvent};
@@ -99,11 +99,11 @@ where
     ];
     if lease {
         assert!(
-            states.contains(&ProjectionState::Standby),
+            states.contains(&SubscriptionState::Standby),
             "no worker stood by: {states:?}"
         );
         // The active worker dies; the standby takes over and keeps the model current.
-        let (active, standby) = if states[0] == ProjectionState::Running {
+        let (active, standby) = if states[0] == SubscriptionState::Running {
             (one, two)
         } else {
             (two, one)
@@ -116,7 +116,7 @@ where
             .expect("failover");
         assert_eq!(
             standby.status().await.expect("status")[0].state,
-            ProjectionState::Running
+            SubscriptionState::Running
         );
         standby.shutdown().await;
     } else {
@@ -246,7 +246,7 @@ where
         "{err}"
     );
     let status = running.status().await.expect("status");
-    assert_eq!(status[0].state, ProjectionState::Halted);
+    assert_eq!(status[0].state, SubscriptionState::Halted);
     assert!(
         status[0]
             .error
@@ -264,7 +264,7 @@ where
     let stored = engine.status().await.expect("stored status");
     assert_eq!(
         stored[0].state,
-        ProjectionState::Halted,
+        SubscriptionState::Halted,
         "the halt is not persisted"
     );
 
@@ -278,6 +278,6 @@ where
     assert_eq!(read.tallies().await.len(), 3);
     assert_eq!(
         engine.status().await.expect("status")[0].state,
-        ProjectionState::Stopped
+        SubscriptionState::Stopped
     );
 }

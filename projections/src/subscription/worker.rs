@@ -1,97 +1,69 @@
-//! One projection's worker: lease, catch up in batches, follow live, retry, halt or
-//! dead-letter.
+//! One subscription's worker: lease, catch up in batches, follow live; per batch the
+//! checkpoint's lock, the effect and the commit; on failure retries, then halt, dead letter
+//! or park.
 
 use std::{
-    collections::VecDeque,
-    sync::{Arc, Mutex},
+    collections::BTreeSet,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use annals_core::{
-    decode_event, Envelope, EventStore, Position, ReadAll, RecordedEvent, Upcasters,
-};
-use tokio::sync::watch;
+use annals_core::{EventStore, Position, ReadAll, RecordedEvent};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
+use super::{Failure, Shared, Subscriber, SubscriptionState};
 use crate::{
-    CheckpointStore, DeadLetter, EngineOptions, Error, FailurePolicy, Projection, ProjectionState,
-    Result,
+    policy::jitter, Checkpoints, DeadLetter, DeadLetters, EngineOptions, Error, FailurePolicy,
+    Leases, Result,
 };
-
-/// What a running worker publishes about itself.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) name: String,
-    pub(crate) checkpoint: watch::Sender<Position>,
-    pub(crate) state: watch::Sender<(ProjectionState, Option<String>)>,
-    rate: Mutex<VecDeque<(Instant, usize)>>,
-}
-
-const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 /// How often a running worker logs its lag and throughput.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
-impl Shared {
-    pub(crate) fn new(name: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            checkpoint: watch::channel(Position::START).0,
-            state: watch::channel((ProjectionState::Stopped, None)).0,
-            rate: Mutex::default(),
-        }
-    }
-
-    fn set_state(&self, state: ProjectionState, error: Option<String>) {
-        self.state.send_replace((state, error));
-    }
-
-    fn processed(&self, events: usize) {
-        let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        rate.push_back((now, events));
-        while rate
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW)
-        {
-            rate.pop_front();
-        }
-    }
-
-    /// Events per second over the last few seconds.
-    pub(crate) fn events_per_second(&self) -> f64 {
-        let rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((first, _)) = rate.front() else {
-            return 0.0;
-        };
-        let events: usize = rate.iter().map(|(_, n)| n).sum();
-        let span = first.elapsed().max(Duration::from_secs(1));
-        events as f64 / span.as_secs_f64()
-    }
-}
-
-pub(crate) struct Worker<P, S, C> {
-    pub(crate) projection: Arc<P>,
+pub(crate) struct Worker<K, S, C> {
+    pub(crate) kind: Arc<K>,
     pub(crate) store: S,
     pub(crate) checkpoints: C,
     pub(crate) options: EngineOptions,
-    pub(crate) upcasters: Arc<Upcasters>,
     pub(crate) shared: Arc<Shared>,
 }
 
-impl<P, S, C> Worker<P, S, C>
+/// The distinct streams of a batch.
+fn streams_of(events: &[RecordedEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e.stream_id.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The error of a failure that is the infrastructure's, not the event's.
+fn unavailable(name: &str, error: &Failure) -> Error {
+    Error::Unavailable {
+        subscription: name.to_owned(),
+        error: error.to_string(),
+    }
+}
+
+impl<K, S, C> Worker<K, S, C>
 where
-    P: Projection<C>,
+    K: Subscriber<C>,
     S: EventStore + Clone + 'static,
-    C: CheckpointStore,
+    C: Checkpoints + DeadLetters + Leases,
 {
     fn name(&self) -> &str {
         &self.shared.name
     }
 
     pub(crate) async fn run(self, token: CancellationToken) {
-        let span = tracing::info_span!("annals.projection", projection = %self.shared.name);
+        let span = tracing::info_span!(
+            "annals.subscription",
+            subscription = %self.shared.name,
+            kind = self.kind.kind()
+        );
         self.run_inner(token).instrument(span).await;
     }
 
@@ -101,7 +73,7 @@ where
                 break;
             }
             let mut lease = if self.options.use_lease {
-                self.shared.set_state(ProjectionState::Standby, None);
+                self.shared.set_state(SubscriptionState::Standby, None);
                 match self.acquire_lease(&token).await {
                     Some(lease) => Some(lease),
                     None => break,
@@ -116,22 +88,23 @@ where
             match outcome {
                 Ok(()) | Err(Error::ShutDown) => break,
                 Err(Error::Halted { error, .. }) => {
-                    self.shared.set_state(ProjectionState::Halted, Some(error));
+                    self.shared
+                        .set_state(SubscriptionState::Halted, Some(error));
                     return;
                 }
                 Err(error @ Error::Fenced { .. }) => {
                     warn!(%error, "another worker moved the checkpoint; stepping down");
                 }
                 Err(error) => {
-                    warn!(%error, "projection worker failed; restarting");
+                    warn!(%error, "worker failed; restarting");
                     tokio::select! {
                         _ = token.cancelled() => break,
-                        _ = tokio::time::sleep(self.options.restart_backoff) => {}
+                        _ = tokio::time::sleep(jitter(self.options.restart_backoff)) => {}
                     }
                 }
             }
         }
-        self.shared.set_state(ProjectionState::Stopped, None);
+        self.shared.set_state(SubscriptionState::Stopped, None);
     }
 
     /// Waits for the lease; `None` when shut down first.
@@ -158,7 +131,7 @@ where
         token: &CancellationToken,
     ) -> Result<()> {
         let mut tx = self.checkpoints.begin_untracked().await?;
-        self.projection
+        self.kind
             .setup(&mut tx)
             .await
             .map_err(|source| Error::Handler {
@@ -173,14 +146,13 @@ where
             .await?
             .map_or(Position::START, |c| c.position);
         self.shared.checkpoint.send_replace(checkpoint);
-        self.shared.set_state(ProjectionState::Running, None);
-        let types = self.projection.event_types();
-        if types.is_empty() {
+        self.shared.set_state(SubscriptionState::Running, None);
+        let types = self.kind.event_types();
+        if types.as_ref().is_some_and(Vec::is_empty) {
             // An empty filter reads nothing, and the checkpoint would race past every event.
             return Err(Error::Halted {
                 projection: self.name().to_owned(),
-                error: "the projection reads no event types (override Projection::event_types)"
-                    .to_owned(),
+                error: "the subscription reads no event types (override event_types)".to_owned(),
             });
         }
         let batch = self.options.batch_size.max(1);
@@ -211,9 +183,10 @@ where
                 );
                 reported = Instant::now();
             }
-            let read = ReadAll::after(checkpoint)
-                .limit(batch)
-                .event_types(types.iter().cloned());
+            let mut read = ReadAll::after(checkpoint).limit(batch);
+            if let Some(types) = &types {
+                read = read.event_types(types.iter().cloned());
+            }
             let events = self.store.read_all(read).await?;
             let Some(last) = events.last() else {
                 if head > checkpoint {
@@ -242,7 +215,8 @@ where
         }
     }
 
-    /// Applies `events` (after `from`), moving the checkpoint to `to`.
+    /// Handles `events` (after `from`) as one batch, moving the checkpoint to `to`; on a
+    /// failure, one event at a time to isolate it.
     async fn process(
         &self,
         events: &[RecordedEvent],
@@ -250,36 +224,40 @@ where
         to: Position,
         token: &CancellationToken,
     ) -> Result<Position> {
-        let span =
-            tracing::info_span!("annals.projection.batch", events = events.len(), %from, %to);
+        let span = tracing::info_span!("annals.batch", events = events.len(), %from, %to);
         async {
             let started = Instant::now();
-            let decoded: Vec<Result<Envelope<P::Event>, annals_core::Error>> = events
-                .iter()
-                .map(|e| decode_event(e, &self.upcasters))
-                .collect();
-            if decoded.iter().all(Result::is_ok) {
-                let envelopes: Vec<Envelope<P::Event>> = decoded.into_iter().flatten().collect();
-                let mut tx = self.checkpoints.begin(self.name(), from).await?;
-                match self.projection.handle_batch(&envelopes, &mut tx).await {
-                    Ok(()) => {
-                        self.checkpoints.commit(tx, self.name(), to).await?;
-                        self.shared.processed(events.len());
-                        debug!(
-                            elapsed_ms = started.elapsed().as_millis() as u64,
-                            "batch committed"
-                        );
-                        return Ok(to);
-                    }
-                    Err(error) => {
-                        drop(tx);
-                        debug!(%error, "batch failed; replaying it one event at a time");
-                    }
+            let mut tx = self.checkpoints.begin(self.name(), from).await?;
+            if self.kind.on_failure() == FailurePolicy::Park {
+                let parked = self
+                    .checkpoints
+                    .streams_with_dead_letters(&mut tx, self.name(), &streams_of(events))
+                    .await?;
+                if !parked.is_empty() {
+                    drop(tx);
+                    return self.one_by_one(events, from, to, token).await;
                 }
-                let decoded: Vec<_> = envelopes.into_iter().map(Ok).collect();
-                self.one_by_one(events, decoded, from, to, token).await
-            } else {
-                self.one_by_one(events, decoded, from, to, token).await
+            }
+            let outcome = match self.kind.deliver(events).await {
+                Ok(()) => self.kind.apply(events, &mut tx).await,
+                Err(failure) => Err(failure),
+            };
+            match outcome {
+                Ok(()) => {
+                    self.checkpoints.commit(tx, self.name(), to).await?;
+                    self.shared.processed(events.len());
+                    debug!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "batch committed"
+                    );
+                    Ok(to)
+                }
+                Err(failure @ Failure::Unavailable(_)) => Err(unavailable(self.name(), &failure)),
+                Err(failure) => {
+                    drop(tx);
+                    debug!(%failure, "batch failed; handling it one event at a time");
+                    self.one_by_one(events, from, to, token).await
+                }
             }
         }
         .instrument(span)
@@ -289,71 +267,102 @@ where
     async fn one_by_one(
         &self,
         events: &[RecordedEvent],
-        decoded: Vec<Result<Envelope<P::Event>, annals_core::Error>>,
         from: Position,
         to: Position,
         token: &CancellationToken,
     ) -> Result<Position> {
         let mut at = from;
         let last = events.len().saturating_sub(1);
-        for (i, (raw, envelope)) in events.iter().zip(decoded).enumerate() {
-            let target = if i == last { to } else { raw.position };
-            at = self.apply_one(raw, envelope, at, target, token).await?;
+        for (i, event) in events.iter().enumerate() {
+            let target = if i == last { to } else { event.position };
+            at = self.handle_one(event, at, target, token).await?;
             self.shared.processed(1);
         }
         Ok(at)
     }
 
-    async fn apply_one(
+    /// One event, with retries, then the failure policy.
+    async fn handle_one(
         &self,
-        raw: &RecordedEvent,
-        envelope: Result<Envelope<P::Event>, annals_core::Error>,
+        event: &RecordedEvent,
         from: Position,
         to: Position,
         token: &CancellationToken,
     ) -> Result<Position> {
-        let policy = self.projection.retry();
+        let policy = self.kind.on_failure();
+        let retry = self.kind.retry();
         let mut attempts = 0;
         let error = loop {
             attempts += 1;
-            let error = match &envelope {
-                // Decoding is deterministic: retrying cannot help.
-                Err(e) => break e.to_string(),
-                Ok(envelope) => {
-                    let mut tx = self.checkpoints.begin(self.name(), from).await?;
-                    match self.projection.handle(envelope, &mut tx).await {
-                        Ok(()) => {
-                            self.checkpoints.commit(tx, self.name(), to).await?;
-                            return Ok(to);
-                        }
-                        Err(e) => e.to_string(),
+            let mut tx = self.checkpoints.begin(self.name(), from).await?;
+            if policy == FailurePolicy::Park {
+                let parked = self
+                    .checkpoints
+                    .streams_with_dead_letters(
+                        &mut tx,
+                        self.name(),
+                        &streams_of(std::slice::from_ref(event)),
+                    )
+                    .await?;
+                if !parked.is_empty() {
+                    let letter = DeadLetter::new(
+                        self.name(),
+                        event,
+                        format!(
+                            "parked behind an earlier dead letter of stream {}",
+                            event.stream_id
+                        ),
+                        0,
+                    );
+                    debug!(%letter, "parking event");
+                    self.checkpoints
+                        .record_dead_letter(&mut tx, &letter)
+                        .await?;
+                    self.checkpoints.commit(tx, self.name(), to).await?;
+                    return Ok(to);
+                }
+            }
+            let one = std::slice::from_ref(event);
+            let outcome = match self.kind.deliver(one).await {
+                Ok(()) => self.kind.apply(one, &mut tx).await,
+                Err(failure) => Err(failure),
+            };
+            let failure = match outcome {
+                Ok(()) => {
+                    self.checkpoints.commit(tx, self.name(), to).await?;
+                    return Ok(to);
+                }
+                Err(failure) => failure,
+            };
+            drop(tx);
+            match failure {
+                Failure::Unavailable(_) => return Err(unavailable(self.name(), &failure)),
+                Failure::Poison(e) => break e.to_string(),
+                Failure::Retry(e) if attempts >= retry.attempts.max(1) => break e.to_string(),
+                Failure::Retry(e) => {
+                    warn!(attempts, error = %e, stream = %event.stream_id, version = event.stream_version, "handler failed; retrying");
+                    tokio::select! {
+                        _ = token.cancelled() => return Err(Error::ShutDown),
+                        _ = tokio::time::sleep(retry.delay_with_jitter(attempts)) => {}
                     }
                 }
-            };
-            if attempts >= policy.attempts.max(1) {
-                break error;
-            }
-            warn!(attempts, %error, stream = %raw.stream_id, version = raw.stream_version, "handler failed; retrying");
-            tokio::select! {
-                _ = token.cancelled() => return Err(Error::ShutDown),
-                _ = tokio::time::sleep(policy.delay(attempts)) => {}
             }
         };
-        match self.projection.on_failure() {
+        match policy {
             FailurePolicy::Halt => {
                 let message = format!(
                     "event {} ({} {}@{}) failed after {attempts} attempts: {error}",
-                    raw.position, raw.event_type, raw.stream_id, raw.stream_version
+                    event.position, event.event_type, event.stream_id, event.stream_version
                 );
-                error!(%message, "halting projection");
+                error!(%message, "halting");
                 self.checkpoints.halt(self.name(), from, &message).await?;
                 Err(Error::Halted {
                     projection: self.name().to_owned(),
                     error: message,
                 })
             }
-            FailurePolicy::DeadLetter => {
-                let letter = DeadLetter::new(self.name(), raw, error, attempts);
+            FailurePolicy::DeadLetter | FailurePolicy::Park => {
+                let letter = DeadLetter::new(self.name(), event, error, attempts);
                 warn!(%letter, "dead-lettering event");
                 let mut tx = self.checkpoints.begin(self.name(), from).await?;
                 self.checkpoints

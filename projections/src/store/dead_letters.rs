@@ -1,0 +1,132 @@
+use std::{collections::HashSet, fmt, future::Future};
+
+use annals_core::{Position, RecordedEvent};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{Checkpoints, Result};
+
+/// An event a subscription gave up on, or one parked behind such an event in its stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Identifier for retry / discard (assigned by the store; 0 before it is recorded).
+    pub id: i64,
+    /// The subscription that failed.
+    pub projection: String,
+    /// The event.
+    pub event_id: Uuid,
+    /// Its position in the global log.
+    pub position: Position,
+    /// Its stream.
+    pub stream_id: String,
+    /// Its version in the stream.
+    pub stream_version: u64,
+    /// Its type.
+    pub event_type: String,
+    /// The handler's last error, or which letter it is parked behind.
+    pub error: String,
+    /// How many times the handler was tried (0 for a parked event).
+    pub attempts: u32,
+    /// When it was given up on.
+    pub failed_at: DateTime<Utc>,
+}
+
+impl DeadLetter {
+    /// A letter for `event`, not yet recorded.
+    pub fn new(projection: &str, event: &RecordedEvent, error: String, attempts: u32) -> Self {
+        Self {
+            id: 0,
+            projection: projection.to_owned(),
+            event_id: event.event_id,
+            position: event.position,
+            stream_id: event.stream_id.clone(),
+            stream_version: event.stream_version,
+            event_type: event.event_type.clone(),
+            error,
+            attempts,
+            failed_at: Utc::now(),
+        }
+    }
+}
+
+impl fmt::Display for DeadLetter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "#{} {} {}@{} ({}) at {}: {} [{} attempts]",
+            self.id,
+            self.projection,
+            self.stream_id,
+            self.stream_version,
+            self.event_type,
+            self.position,
+            self.error,
+            self.attempts
+        )
+    }
+}
+
+/// Dead letters: events a subscription gave up on (per its failure policy), to list, retry
+/// or discard, recorded in the same transaction that moves the checkpoint past them.
+pub trait DeadLetters: Checkpoints {
+    /// Records a dead letter inside `tx`.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn record_dead_letter(
+        &self,
+        tx: &mut Self::Tx,
+        letter: &DeadLetter,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Dead letters, oldest first, of one subscription or all.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn dead_letters(
+        &self,
+        name: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>>> + Send;
+
+    /// One dead letter.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn dead_letter(&self, id: i64) -> impl Future<Output = Result<Option<DeadLetter>>> + Send {
+        async move {
+            Ok(self
+                .dead_letters(None)
+                .await?
+                .into_iter()
+                .find(|d| d.id == id))
+        }
+    }
+
+    /// Deletes a dead letter inside `tx`; returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn remove_dead_letter(
+        &self,
+        tx: &mut Self::Tx,
+        id: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Of `streams`, those holding a dead letter of subscription `name`, as seen inside
+    /// `tx` (a batch transaction holds the checkpoint's lock, so a concurrent retry cannot
+    /// change the answer before it commits).
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn streams_with_dead_letters(
+        &self,
+        tx: &mut Self::Tx,
+        name: &str,
+        streams: &[String],
+    ) -> impl Future<Output = Result<HashSet<String>>> + Send;
+}

@@ -1,0 +1,112 @@
+//! What a subscription is doing, as a running worker publishes it and as `status` reports it.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use annals_core::Position;
+use tokio::sync::watch;
+
+/// What a subscription is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscriptionState {
+    /// Handling events (catching up or following live).
+    Running,
+    /// A rebuild into shadow tables is under way or was interrupted (the live tables keep
+    /// serving).
+    Rebuilding,
+    /// Waiting for another worker's lease.
+    Standby,
+    /// Stopped on an event that kept failing; see the error.
+    Halted,
+    /// Not running in this process (or, seen from outside every worker, in none).
+    Stopped,
+}
+
+impl fmt::Display for SubscriptionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SubscriptionState::Running => "running",
+            SubscriptionState::Rebuilding => "rebuilding",
+            SubscriptionState::Standby => "standby",
+            SubscriptionState::Halted => "halted",
+            SubscriptionState::Stopped => "stopped",
+        })
+    }
+}
+
+/// One subscription's progress.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct SubscriptionStatus {
+    /// Persisted name.
+    pub name: String,
+    /// `projection`, `relay`, `process-manager`, ...
+    pub kind: &'static str,
+    /// What it is doing.
+    pub state: SubscriptionState,
+    /// Everything up to here is handled.
+    pub checkpoint: Position,
+    /// The log's head (never behind the checkpoint).
+    pub head: Position,
+    /// Head minus checkpoint, in global sequence numbers (0 when caught up).
+    pub lag: u64,
+    /// Dead letters recorded for it (parked events included).
+    pub dead_letters: usize,
+    /// Recent throughput (0 when not running here).
+    pub events_per_second: f64,
+    /// Why it halted.
+    pub error: Option<String>,
+}
+
+/// What a running worker publishes about itself.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) checkpoint: watch::Sender<Position>,
+    pub(crate) state: watch::Sender<(SubscriptionState, Option<String>)>,
+    rate: Mutex<VecDeque<(Instant, usize)>>,
+}
+
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+impl Shared {
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            checkpoint: watch::channel(Position::START).0,
+            state: watch::channel((SubscriptionState::Stopped, None)).0,
+            rate: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn set_state(&self, state: SubscriptionState, error: Option<String>) {
+        self.state.send_replace((state, error));
+    }
+
+    pub(crate) fn processed(&self, events: usize) {
+        let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        rate.push_back((now, events));
+        while rate
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW)
+        {
+            rate.pop_front();
+        }
+    }
+
+    /// Events per second over the last few seconds.
+    pub(crate) fn events_per_second(&self) -> f64 {
+        let rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((first, _)) = rate.front() else {
+            return 0.0;
+        };
+        let events: usize = rate.iter().map(|(_, n)| n).sum();
+        let span = first.elapsed().max(Duration::from_secs(1));
+        events as f64 / span.as_secs_f64()
+    }
+}
