@@ -35,8 +35,10 @@ pub struct Recorder {
     pub refused: Arc<AtomicUsize>,
     /// Streams whose events can never be delivered (`Poison`).
     pub undeliverable: Arc<Mutex<HashSet<String>>>,
-    /// Sleep per batch, to widen the window between deliver and commit.
+    /// Sleep per batch after delivering it (before the checkpoint commits).
     pub slow: Option<Duration>,
+    /// Signalled after each delivery, before that sleep.
+    pub on_delivery: Arc<tokio::sync::Notify>,
 }
 
 impl<C: Checkpoints> Subscriber<C> for Recorder {
@@ -87,6 +89,7 @@ impl<C: Checkpoints> Subscriber<C> for Recorder {
                 .iter()
                 .map(|e| (e.event_id, e.stream_id.clone(), e.stream_version)),
         );
+        self.on_delivery.notify_one();
         if let Some(slow) = self.slow {
             tokio::time::sleep(slow).await;
         }
@@ -165,25 +168,32 @@ where
     running.shutdown().await;
 }
 
-/// Workers killed between delivering a batch and committing its checkpoint deliver it
-/// again: at least once, never lost, each stream first delivered in order.
+/// Workers killed between delivering a batch and committing its checkpoint (right after a
+/// delivery, while the batch is still open) deliver it again: at least once, never lost,
+/// each stream first delivered in order.
 pub async fn a_crash_between_deliver_and_commit_delivers_again<S, C>(store: S, read: C)
 where
     S: EventStore + Clone + 'static,
     C: CheckpointStore,
 {
     let recorder = Recorder {
-        slow: Some(Duration::from_millis(3)),
+        slow: Some(Duration::from_millis(50)),
         ..Recorder::default()
     };
     let engine = ProjectionEngine::new(store.clone(), read.clone())
         .with_options(fast())
         .subscribe(recorder.clone());
     let mut head = append_tallies(&store, "k", 5, 300, 2).await;
-    for round in 0..15u64 {
+    let mut kills = 0;
+    for round in 0..10u64 {
         let running = engine.start();
         head = append_tallies(&store, &format!("k{}", round % 3), 2, 10, 2).await;
-        tokio::time::sleep(Duration::from_millis(round % 5 * 3 + 2)).await;
+        if tokio::time::timeout(WAIT, recorder.on_delivery.notified())
+            .await
+            .is_ok()
+        {
+            kills += 1;
+        }
         running.abort().await;
     }
     let running = engine.start();
@@ -195,6 +205,7 @@ where
     let deliveries = recorder.delivered.lock().expect("lock").len();
     let distinct = recorder.first_deliveries();
     assert_eq!(distinct, every_event(&store).await, "an event was lost");
+    assert_eq!(kills, 10);
     assert!(
         deliveries > distinct.len(),
         "no batch was ever delivered twice: the kills missed the window"
