@@ -8,6 +8,8 @@ mod read;
 mod snapshot;
 mod sql;
 mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use error::ConnectError;
 pub use store::{PgEventStore, PgStoreOptions, SslMode};

@@ -1,0 +1,162 @@
+//! Test support (feature `testkit`): a throwaway database on a real server, migrated, dropped
+//! afterwards (like `#[sqlx::test]`, for any test runner).
+
+use std::str::FromStr;
+
+use sqlx::{postgres::PgConnectOptions, AssertSqlSafe, Connection, Executor, PgConnection};
+
+use crate::{PgEventStore, PgStoreOptions};
+
+/// The server tests use: `DATABASE_URL`, or `postgres://root@127.0.0.1:5432/test`.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned())
+}
+
+/// A fresh database named `annals_test_<uuid>` on the server at [`database_url`], with the
+/// annals schema migrated. Drop it with [`drop_database`](TestDatabase::drop_database) at
+/// the end of the test; one that is dropped without it (a failed test) is dropped from a
+/// thread of its own.
+///
+/// ```no_run
+/// # async fn demo() {
+/// use annals_store_postgres::testkit::TestDatabase;
+///
+/// let db = TestDatabase::new().await;
+/// let store = db.store().clone();
+/// // ... append, run projections, assert ...
+/// db.drop_database().await;
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct TestDatabase {
+    name: String,
+    options: PgConnectOptions,
+    store: Option<PgEventStore>,
+}
+
+async fn admin() -> PgConnection {
+    let url = database_url();
+    match PgConnection::connect(&url).await {
+        Ok(conn) => conn,
+        Err(e) => panic!(
+            "Postgres tests need a server: cannot connect with DATABASE_URL ({}): {e}",
+            PgConnectOptions::from_str(&url).map_or("unparsable".into(), |o| format!(
+                "{}:{}",
+                o.get_host(),
+                o.get_port()
+            ))
+        ),
+    }
+}
+
+impl TestDatabase {
+    /// Creates and migrates a database, with a 20-connection pool.
+    ///
+    /// # Panics
+    ///
+    /// When the server cannot be reached or refuses: these are tests.
+    pub async fn new() -> Self {
+        Self::with_options(PgStoreOptions::new().max_connections(20)).await
+    }
+
+    /// Creates and migrates a database, with these store options.
+    ///
+    /// # Panics
+    ///
+    /// As [`new`](TestDatabase::new).
+    pub async fn with_options(options: PgStoreOptions) -> Self {
+        let name = format!("annals_test_{}", uuid::Uuid::now_v7().simple());
+        admin()
+            .await
+            .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("CREATE DATABASE");
+        let connect = PgConnectOptions::from_str(&database_url())
+            .expect("DATABASE_URL")
+            .database(&name);
+        let url = format!(
+            "{}/{name}",
+            database_url().rsplit_once('/').map_or("", |(s, _)| s)
+        );
+        let store = PgEventStore::connect_with(&url, options)
+            .await
+            .expect("connect to the test database");
+        store.migrate().await.expect("migrate the test database");
+        Self {
+            name,
+            options: connect,
+            store: Some(store),
+        }
+    }
+
+    /// The migrated store.
+    ///
+    /// # Panics
+    ///
+    /// Never after construction (the store is only taken by `drop_database`).
+    pub fn store(&self) -> &PgEventStore {
+        self.store
+            .as_ref()
+            .expect("the store lives until drop_database")
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Connect options for the database (for a second pool, a listener, a child process).
+    pub fn connect_options(&self) -> PgConnectOptions {
+        self.options.clone()
+    }
+
+    /// A URL for the database (for a child process's `--database-url`).
+    pub fn url(&self) -> String {
+        let base = database_url();
+        let server = base.rsplit_once('/').map_or(base.as_str(), |(s, _)| s);
+        format!("{server}/{}", self.name)
+    }
+
+    /// Closes the store's pool and drops the database.
+    ///
+    /// # Panics
+    ///
+    /// When the server refuses.
+    pub async fn drop_database(mut self) {
+        if let Some(store) = self.store.take() {
+            store.pool().close().await;
+        }
+        drop_named(&self.name).await;
+        self.name.clear();
+    }
+}
+
+async fn drop_named(name: &str) {
+    admin()
+        .await
+        .execute(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .await
+        .expect("DROP DATABASE");
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if self.name.is_empty() {
+            return;
+        }
+        let name = std::mem::take(&mut self.name);
+        // A test that failed before drop_database: drop it from a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(drop_named(&name));
+            }
+        })
+        .join();
+    }
+}
