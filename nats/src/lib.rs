@@ -12,6 +12,8 @@ mod relay;
 mod secret;
 mod stream;
 mod subject;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use error::{Error, Result};
 pub use options::{NatsAuth, NatsOptions};

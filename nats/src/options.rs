@@ -131,6 +131,22 @@ impl NatsOptions {
         }
     }
 
+    /// Replaces the servers (one, or several separated by commas), keeping the
+    /// credentials and TLS settings; credentials in a URL are used when none are set.
+    #[must_use]
+    pub fn with_servers(self, servers: impl AsRef<str>) -> Self {
+        let parsed = Self::new(servers);
+        let auth = match self.auth {
+            NatsAuth::None => parsed.auth,
+            auth => auth,
+        };
+        Self {
+            servers: parsed.servers,
+            auth,
+            ..self
+        }
+    }
+
     /// Options from the environment: `NATS_URL` (default `nats://127.0.0.1:4222`); one of
     /// `NATS_USER` with `NATS_PASSWORD`, `NATS_TOKEN`, `NATS_NKEY_SEED` or `NATS_CREDS` (a
     /// `.creds` file); each secret also as a file named by `<VAR>_FILE`; TLS with `NATS_CA`,

@@ -46,8 +46,12 @@ pub enum ProjectionCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run the projection workers until Ctrl-C (or SIGTERM).
+    /// Run every subscription's worker (projections, relays, process managers) until
+    /// Ctrl-C (or SIGTERM).
     Run,
+    /// Run only the relays (to NATS), until Ctrl-C (or SIGTERM): relays scale apart from
+    /// the projections.
+    Relay,
     /// Rebuild a projection into shadow tables while the live ones keep serving, then swap
     /// them in atomically. An interrupted rebuild resumes when run again.
     Rebuild {
@@ -108,7 +112,8 @@ pub async fn execute(engine: &Engine, command: ProjectionCommand) -> Result<()> 
             Ok(())
         }
         ProjectionCommand::Status { json } => status(engine, json).await,
-        ProjectionCommand::Run => run(engine).await,
+        ProjectionCommand::Run => run(engine, None).await,
+        ProjectionCommand::Relay => run(engine, Some("relay")).await,
         ProjectionCommand::Rebuild {
             name,
             discard: true,
@@ -134,6 +139,7 @@ pub async fn execute(engine: &Engine, command: ProjectionCommand) -> Result<()> 
 fn status_json(s: &SubscriptionStatus) -> serde_json::Value {
     serde_json::json!({
         "name": s.name,
+        "kind": s.kind,
         "state": s.state.to_string(),
         "checkpoint": s.checkpoint.to_string(),
         "head": s.head.to_string(),
@@ -151,13 +157,14 @@ async fn status(engine: &Engine, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24} {:<10} {:>16} {:>16} {:>10} {:>12}",
-        "PROJECTION", "STATE", "CHECKPOINT", "HEAD", "LAG", "DEAD LETTERS"
+        "{:<24} {:<11} {:<10} {:>16} {:>16} {:>10} {:>12}",
+        "SUBSCRIPTION", "KIND", "STATE", "CHECKPOINT", "HEAD", "LAG", "DEAD LETTERS"
     );
     for s in &statuses {
         println!(
-            "{:<24} {:<10} {:>16} {:>16} {:>10} {:>12}",
+            "{:<24} {:<11} {:<10} {:>16} {:>16} {:>10} {:>12}",
             s.name,
+            s.kind,
             s.state.to_string(),
             s.checkpoint.to_string(),
             s.head.to_string(),
@@ -186,12 +193,16 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn run(engine: &Engine) -> Result<()> {
-    let running = engine.start();
-    println!(
-        "running projections {}; Ctrl-C to stop",
-        engine.names().join(", ")
-    );
+/// Runs the workers of every subscription, or of one kind, until a shutdown signal.
+async fn run(engine: &Engine, kind: Option<&str>) -> Result<()> {
+    let running = engine.start_where(|_, k| kind.is_none_or(|want| want == k));
+    let names = running.names();
+    if names.is_empty() {
+        return Err(Error::Unsupported(
+            "no subscription of that kind is registered (a relay needs NATS settings)",
+        ));
+    }
+    println!("running {}; Ctrl-C to stop", names.join(", "));
     let _ = std::io::stdout().flush();
     shutdown_signal().await;
     println!("stopping after the current batches");

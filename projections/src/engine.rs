@@ -173,18 +173,26 @@ where
 
     /// Starts one worker per subscription. Call inside a tokio runtime.
     pub fn start(&self) -> RunningProjections<S, C> {
+        self.start_where(|_, _| true)
+    }
+
+    /// Starts workers for the subscriptions `filter(name, kind)` selects (for example only
+    /// the relays, to scale them apart from the projections).
+    pub fn start_where(&self, filter: impl Fn(&str, &str) -> bool) -> RunningProjections<S, C> {
         let token = CancellationToken::new();
         let workers = self
             .inner
             .entries
             .iter()
+            .filter(|p| filter(p.name(), p.kind()))
             .map(|p| {
                 let shared = Arc::new(Shared::new(p.name()));
                 let task = p.spawn(&self.inner, Arc::clone(&shared), token.child_token());
                 (shared, task)
             })
-            .collect();
-        info!(subscriptions = ?self.names(), "engine started");
+            .collect::<Vec<(Arc<Shared>, _)>>();
+        let names: Vec<&str> = workers.iter().map(|(s, _)| s.name.as_str()).collect();
+        info!(subscriptions = ?names, "engine started");
         RunningProjections {
             engine: self.clone(),
             token,

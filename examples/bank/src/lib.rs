@@ -4,6 +4,7 @@
 
 mod account;
 pub mod balances;
+pub mod customers;
 mod scenario;
 mod simulate;
 

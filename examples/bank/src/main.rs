@@ -3,11 +3,14 @@
 //!
 //! The annals bank example: opens accounts, moves money, shows a rejected withdrawal,
 //! reloads an account from its events, prints its stream and the `account_balances` read
-//! model. With `--database-url` it also mounts the annals operations CLI:
-//! `migrate`, `status`, `run`, `rebuild`, `reset`, `dead-letters`.
+//! model. With `--database-url` it also registers a customer through the outbox (a table
+//! row and its event in one transaction) and mounts the annals operations CLI: `migrate`,
+//! `status`, `run`, `relay`, `rebuild`, `reset`, `dead-letters`. With `--nats-url` (or
+//! `NATS_URL`) a relay publishes the account and customer events to NATS JetStream.
 
 use std::time::Duration;
 
+use annals_nats::{NatsOptions, Relay, RelayOptions};
 use annals_projections::{
     cli::{execute, ProjectionCommand},
     MemoryCheckpoints, PgCheckpoints, ProjectionEngine,
@@ -29,6 +32,12 @@ struct Cli {
     /// the in-memory store.
     #[arg(long, global = true)]
     database_url: Option<String>,
+    /// NATS server(s) a relay publishes the bank's events to (`nats://host:4222`,
+    /// `tls://...`). Credentials and TLS files come from the environment: `NATS_USER` and
+    /// `NATS_PASSWORD`, `NATS_TOKEN`, `NATS_NKEY_SEED`, `NATS_CREDS`, `NATS_CA`,
+    /// `NATS_CERT`, `NATS_KEY` (each secret also as `<VAR>_FILE`).
+    #[arg(long, global = true, env = "NATS_URL", hide_env_values = true)]
+    nats_url: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -62,9 +71,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
+    let nats = nats_options(cli.nats_url.as_deref())?;
     match (cli.command.unwrap_or(Command::Scenario), cli.database_url) {
         (Command::Scenario, None) => scenario_in_memory().await,
-        (Command::Scenario, Some(url)) => scenario_on_postgres(&connect(&url).await?).await,
+        (Command::Scenario, Some(url)) => scenario_on_postgres(&connect(&url).await?, nats).await,
         (
             Command::Simulate {
                 accounts,
@@ -88,10 +98,41 @@ async fn main() -> anyhow::Result<()> {
         (Command::Ops(_), None) => anyhow::bail!("this command needs --database-url"),
         (Command::Ops(command), Some(url)) => {
             let store = PgEventStore::connect(&url).await?;
-            let engine = ProjectionEngine::new(store.clone(), PgCheckpoints::new(&store))
-                .register(AccountBalances::from_env());
-            Ok(execute(&engine, command).await?)
+            Ok(execute(&engine(&store, nats), command).await?)
         }
+    }
+}
+
+/// NATS settings from the environment, with `--nats-url` for the servers; `None` without a
+/// URL (no relay then).
+fn nats_options(url: Option<&str>) -> anyhow::Result<Option<NatsOptions>> {
+    let Some(url) = url else { return Ok(None) };
+    let options = NatsOptions::from_env()
+        .context("reading the NATS settings")?
+        .with_servers(url)
+        .name("bank");
+    Ok(Some(options))
+}
+
+/// The bank's relay: account and customer events, to the `ANNALS` stream.
+fn relay(nats: NatsOptions) -> Relay {
+    Relay::new(
+        "bank-relay",
+        nats,
+        RelayOptions::new().categories(["account", "customer"]),
+    )
+}
+
+/// The engine with the bank's projection and, with NATS settings, its relay.
+fn engine(
+    store: &PgEventStore,
+    nats: Option<NatsOptions>,
+) -> ProjectionEngine<PgEventStore, PgCheckpoints> {
+    let engine = ProjectionEngine::new(store.clone(), PgCheckpoints::new(store))
+        .register(AccountBalances::from_env());
+    match nats {
+        Some(nats) => engine.subscribe(relay(nats)),
+        None => engine,
     }
 }
 
@@ -126,22 +167,53 @@ async fn scenario_in_memory() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn scenario_on_postgres(store: &PgEventStore) -> anyhow::Result<()> {
+async fn scenario_on_postgres(
+    store: &PgEventStore,
+    nats: Option<NatsOptions>,
+) -> anyhow::Result<()> {
     println!(
         "annals bank example on PostgreSQL (schema {})",
         store.schema()
     );
     let run_id = run_id();
-    let read = PgCheckpoints::new(store);
-    let projections = ProjectionEngine::new(store.clone(), read.clone())
-        .register(AccountBalances::from_env())
-        .start();
-    let last = bank::run_scenario(store.clone(), &run_id).await?;
+    let publishing = nats.is_some();
+    if let Some(nats) = &nats {
+        relay(nats.clone())
+            .connect()
+            .await
+            .context("connecting the relay to NATS")?;
+    }
+    let engine = engine(store, nats);
+    let projections = engine.start();
+    let mut last = bank::run_scenario(store.clone(), &run_id).await?;
+
+    println!("== registering a customer: a table row and its event in one transaction");
+    bank::customers::setup(store).await?;
+    let customer = format!("grace-{run_id}");
+    let registered =
+        bank::customers::register(store, &customer, "Grace Hopper", "grace@example.com").await?;
+    last = last.max(registered.position);
+    for (id, name, email) in bank::customers::rows(store, &[&customer]).await? {
+        println!(
+            "   {id:<14} {name:<13} {email} (event at {})",
+            registered.position
+        );
+    }
+
     projections.wait_until_caught_up(last, CATCH_UP).await?;
+    if publishing {
+        let status = projections.status().await?;
+        if let Some(relay) = status.iter().find(|s| s.kind == "relay") {
+            println!(
+                "== the relay published the account and customer events to NATS (stream ANNALS, checkpoint {})",
+                relay.checkpoint
+            );
+        }
+    }
     projections.shutdown().await;
     let accounts = [format!("ada-{run_id}"), format!("bob-{run_id}")];
     let accounts: Vec<&str> = accounts.iter().map(String::as_str).collect();
-    let rows = balances::pg_rows(read.pool(), &accounts)
+    let rows = balances::pg_rows(engine.checkpoints().pool(), &accounts)
         .await
         .context("reading account_balances")?;
     bank::print_balances(rows);

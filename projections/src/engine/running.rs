@@ -43,6 +43,11 @@ where
     S: EventStore + Clone + 'static,
     C: CheckpointStore,
 {
+    /// The names of the subscriptions these workers run.
+    pub fn names(&self) -> Vec<String> {
+        self.workers.iter().map(|(s, _)| s.name.clone()).collect()
+    }
+
     /// The engine these workers belong to.
     pub fn engine(&self) -> &ProjectionEngine<S, C> {
         &self.engine
