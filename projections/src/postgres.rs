@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use annals_core::Position;
 use annals_store_postgres::PgEventStore;
-use sqlx::{postgres::PgRow, AssertSqlSafe, Postgres, Row, SqlSafeStr, SqlStr};
+use sqlx::{postgres::PgRow, Postgres, Row};
 
 use crate::{CheckpointRecord, Checkpoints, Error, Result};
 
@@ -35,18 +35,18 @@ pub struct PgCheckpoints {
 
 #[derive(Debug)]
 struct Queries {
-    lock: SqlStr,
-    begin: SqlStr,
-    ensure_checkpoint: SqlStr,
-    commit: SqlStr,
-    checkpoints: SqlStr,
-    halt: SqlStr,
-    record_dead_letter: SqlStr,
-    dead_letters: SqlStr,
-    remove_dead_letter: SqlStr,
-    delete_checkpoint: SqlStr,
-    delete_dead_letters: SqlStr,
-    streams_with_dead_letters: SqlStr,
+    lock: String,
+    begin: String,
+    ensure_checkpoint: String,
+    commit: String,
+    checkpoints: String,
+    halt: String,
+    record_dead_letter: String,
+    dead_letters: String,
+    remove_dead_letter: String,
+    delete_checkpoint: String,
+    delete_dead_letters: String,
+    streams_with_dead_letters: String,
 }
 
 fn sqlx_err(e: sqlx::Error) -> Error {
@@ -73,7 +73,7 @@ impl PgCheckpoints {
     pub fn new(store: &PgEventStore) -> Self {
         let schema = format!("\"{}\"", store.schema());
         // The store's schema name is validated by annals-store-postgres.
-        let q = |sql: &str| AssertSqlSafe(sql.replace("{schema}", &schema)).into_sql_str();
+        let q = |sql: &str| sql.replace("{schema}", &schema);
         Self {
             store: store.clone(),
             sql: Arc::new(Queries {
@@ -120,7 +120,7 @@ impl PgCheckpoints {
     }
 
     async fn read_checkpoints(&self, projection: Option<&str>) -> Result<Vec<CheckpointRecord>> {
-        let rows = sqlx::query(self.sql.checkpoints.clone())
+        let rows = sqlx::query(&self.sql.checkpoints)
             .bind(projection)
             .fetch_all(self.pool())
             .await
@@ -145,13 +145,13 @@ impl PgCheckpoints {
     /// so a batch that delivers to a broker before it writes holds no tailing reader back
     /// meanwhile.
     async fn lock_checkpoint(&self, tx: &mut PgTx, projection: &str) -> Result<Position> {
-        sqlx::query(self.sql.lock.clone())
+        sqlx::query(&self.sql.lock)
             .bind(self.store.schema())
             .bind(projection)
             .execute(&mut **tx)
             .await
             .map_err(sqlx_err)?;
-        let row = sqlx::query(self.sql.begin.clone())
+        let row = sqlx::query(&self.sql.begin)
             .bind(projection)
             .fetch_optional(&mut **tx)
             .await
@@ -183,7 +183,7 @@ impl Checkpoints for PgCheckpoints {
     }
 
     async fn commit(&self, mut tx: PgTx, projection: &str, to: Position) -> Result<()> {
-        sqlx::query(self.sql.commit.clone())
+        sqlx::query(&self.sql.commit)
             .bind(projection)
             .bind(i64_of(to.commit()))
             .bind(i64_of(to.sequence()))
@@ -210,7 +210,7 @@ impl Checkpoints for PgCheckpoints {
     }
 
     async fn halt(&self, projection: &str, at: Position, error: &str) -> Result<()> {
-        sqlx::query(self.sql.halt.clone())
+        sqlx::query(&self.sql.halt)
             .bind(projection)
             .bind(error)
             .bind(i64_of(at.commit()))

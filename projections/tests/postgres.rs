@@ -158,10 +158,10 @@ async fn a_checkpoint_transaction_dropped_while_beginning_leaves_no_transaction_
         .expect("append after the dropped begin");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let visible: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        let visible: i64 = sqlx::query_scalar(&format!(
             "SELECT count(*) FROM \"{}\".events WHERE stream_id = 'after'",
             single.schema()
-        )))
+        ))
         // Through the other pool: another connection to the same database.
         .fetch_one(store.pool())
         .await

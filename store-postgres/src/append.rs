@@ -181,7 +181,7 @@ impl PgEventStore {
         };
         let mut refusals = 0;
         let (versions, commit_id, last_position, repeated) = loop {
-            let query = sqlx::query_as(self.inner.sql.append.clone())
+            let query = sqlx::query_as(&self.inner.sql.append)
                 .bind(&c.streams)
                 .bind(&c.expected)
                 .bind(&c.event_stream);
@@ -240,9 +240,9 @@ impl PgEventStore {
             (None, Some(event.payload.as_slice()))
         };
         let query = if creates(append) {
-            sqlx::query_as(self.inner.sql.append_new_one.clone()).bind(&append.stream_id)
+            sqlx::query_as(&self.inner.sql.append_new_one).bind(&append.stream_id)
         } else {
-            sqlx::query_as(self.inner.sql.append_existing_one.clone())
+            sqlx::query_as(&self.inner.sql.append_existing_one)
                 .bind(&append.stream_id)
                 .bind(expected_code(append.expected)?)
         };
@@ -275,11 +275,11 @@ impl PgEventStore {
     ) -> Result<Fast> {
         let count = c.event_ids.len() as i64;
         let query = if creates(append) {
-            sqlx::query_as(self.inner.sql.append_new.clone())
+            sqlx::query_as(&self.inner.sql.append_new)
                 .bind(&append.stream_id)
                 .bind(count)
         } else {
-            sqlx::query_as(self.inner.sql.append_existing.clone())
+            sqlx::query_as(&self.inner.sql.append_existing)
                 .bind(&append.stream_id)
                 .bind(count)
                 .bind(c.expected[0])
@@ -319,7 +319,7 @@ impl PgEventStore {
         let first = append.events.first().map(|e| e.event_id);
         let (version, stored): (Option<i64>, bool) = on
             .fetch_one(
-                sqlx::query_as(self.inner.sql.refused.clone())
+                sqlx::query_as(&self.inner.sql.refused)
                     .bind(&append.stream_id)
                     .bind(first),
             )

@@ -16,6 +16,11 @@ pub struct ConnectError {
 fn hint(cause: &sqlx::Error) -> &'static str {
     let message = cause.to_string();
     match cause {
+        sqlx::Error::Tls(_) | sqlx::Error::Io(_) if message.contains("not valid for name") => {
+            " (the server's TLS certificate does not name the host in the URL: connect by a name \
+             the certificate carries. sqlx 0.8 checks the name under sslmode=verify-ca too, \
+             transact-rs/sqlx#3793)"
+        }
         sqlx::Error::Tls(_) | sqlx::Error::Io(_) if message.contains("certificate") => {
             " (the server's TLS certificate was refused: with sslmode=verify-ca or verify-full it \
              must be signed by the authority in sslrootcert, and verify-full also needs the host \

@@ -142,7 +142,7 @@ impl PgEventStore {
             Direction::Forward => &self.inner.sql.read_stream_forward,
             Direction::Backward => &self.inner.sql.read_stream_backward,
         };
-        let rows = sqlx::query(sql.clone())
+        let rows = sqlx::query(sql)
             .bind(stream_id)
             .bind(to_i64(read.from))
             .bind(read.limit.map(|l| to_i64(l as u64)))
@@ -157,7 +157,7 @@ impl PgEventStore {
             None => &self.inner.sql.read_all,
             Some(_) => &self.inner.sql.read_all_types,
         };
-        let mut query = sqlx::query(sql.clone())
+        let mut query = sqlx::query(sql)
             .bind(read.after.commit().to_string())
             .bind(to_i64(read.after.sequence()))
             .bind(to_i64(read.limit as u64));
@@ -169,7 +169,7 @@ impl PgEventStore {
     }
 
     pub(crate) async fn head_position(&self) -> Result<Position> {
-        let row = sqlx::query(self.inner.sql.head.clone())
+        let row = sqlx::query(&self.inner.sql.head)
             .fetch_optional(&self.pool)
             .await
             .map_err(from_sqlx)?;
@@ -186,7 +186,7 @@ impl PgEventStore {
     }
 
     pub(crate) async fn version_of(&self, stream_id: &str) -> Result<u64> {
-        let version: Option<i64> = sqlx::query_scalar(self.inner.sql.stream_version.clone())
+        let version: Option<i64> = sqlx::query_scalar(&self.inner.sql.stream_version)
             .bind(stream_id)
             .fetch_optional(&self.pool)
             .await

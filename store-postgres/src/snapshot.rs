@@ -44,7 +44,7 @@ impl SnapshotStore for PgEventStore {
         aggregate_type: &str,
         schema_version: u32,
     ) -> Result<Option<Snapshot>> {
-        let row = sqlx::query(self.inner.sql.load_snapshot.clone())
+        let row = sqlx::query(&self.inner.sql.load_snapshot)
             .bind(stream_id)
             .bind(aggregate_type)
             .bind(schema_version as i32)
@@ -65,7 +65,7 @@ impl SnapshotStore for PgEventStore {
 
     #[tracing::instrument(name = "annals.snapshot.save", skip_all, fields(store = "postgres", stream = %snapshot.stream_id, version = snapshot.stream_version))]
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<bool> {
-        let done = sqlx::query(self.inner.sql.save_snapshot.clone())
+        let done = sqlx::query(&self.inner.sql.save_snapshot)
             .bind(&snapshot.stream_id)
             .bind(&snapshot.aggregate_type)
             .bind(snapshot.schema_version as i32)
@@ -86,7 +86,7 @@ impl SnapshotStore for PgEventStore {
         aggregate_type: &str,
         schema_version: u32,
     ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>)> {
-        let rows = sqlx::query(self.inner.sql.load_stream.clone())
+        let rows = sqlx::query(&self.inner.sql.load_stream)
             .bind(stream_id)
             .bind(aggregate_type)
             .bind(schema_version as i32)

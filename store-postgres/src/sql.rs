@@ -1,34 +1,32 @@
 //! The store's SQL, from the `.sql` files beside this module, with the schema filled in.
 
-use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
-
 /// Every statement the store runs, with its schema name (a validated, quoted identifier)
 /// substituted for `{schema}` once, at construction.
 #[derive(Debug)]
 pub(crate) struct Queries {
-    pub(crate) append: SqlStr,
-    pub(crate) append_existing: SqlStr,
-    pub(crate) append_new: SqlStr,
-    pub(crate) append_existing_one: SqlStr,
-    pub(crate) append_new_one: SqlStr,
-    pub(crate) read_stream_forward: SqlStr,
-    pub(crate) read_stream_backward: SqlStr,
-    pub(crate) read_all: SqlStr,
-    pub(crate) read_all_types: SqlStr,
-    pub(crate) head: SqlStr,
-    pub(crate) stream_version: SqlStr,
-    pub(crate) load_snapshot: SqlStr,
-    pub(crate) save_snapshot: SqlStr,
-    pub(crate) load_stream: SqlStr,
-    pub(crate) refused: SqlStr,
-    pub(crate) stored_events: SqlStr,
-    pub(crate) version_as_of: SqlStr,
+    pub(crate) append: String,
+    pub(crate) append_existing: String,
+    pub(crate) append_new: String,
+    pub(crate) append_existing_one: String,
+    pub(crate) append_new_one: String,
+    pub(crate) read_stream_forward: String,
+    pub(crate) read_stream_backward: String,
+    pub(crate) read_all: String,
+    pub(crate) read_all_types: String,
+    pub(crate) head: String,
+    pub(crate) stream_version: String,
+    pub(crate) load_snapshot: String,
+    pub(crate) save_snapshot: String,
+    pub(crate) load_stream: String,
+    pub(crate) refused: String,
+    pub(crate) stored_events: String,
+    pub(crate) version_as_of: String,
 }
 
 impl Queries {
     pub(crate) fn new(quoted_schema: &str) -> Self {
         // The schema is a validated, quoted identifier (see `PgStoreOptions::schema`).
-        let q = |sql: &str| AssertSqlSafe(sql.replace("{schema}", quoted_schema)).into_sql_str();
+        let q = |sql: &str| sql.replace("{schema}", quoted_schema);
         Self {
             append: q(include_str!("sql/append.sql")),
             append_existing: q(include_str!("sql/append_existing.sql")),

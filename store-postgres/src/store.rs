@@ -4,7 +4,7 @@ use annals_core::{Error, Result};
 use sqlx::{
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
-    AssertSqlSafe, Connection, PgConnection, PgPool,
+    Connection, PgConnection, PgPool,
 };
 
 use crate::{error::from_sqlx, listen::Wakeups, sql::Queries, ConnectError};
@@ -257,10 +257,11 @@ impl PgEventStore {
         }
         // Appends rely on READ COMMITTED (each statement of append_streams sees the rows
         // committed before it); a server default of REPEATABLE READ would turn concurrent
-        // appends into serialization failures.
+        // appends into serialization failures. (The server splits `options` at spaces
+        // unless escaped, and sqlx passes the value as given.)
         let connect = PgConnectOptions::from_str(url)
             .map_err(|e| malformed(&e))?
-            .options([("default_transaction_isolation", "read committed")]);
+            .options([("default_transaction_isolation", r"read\ committed")]);
         let connect = options.tls.apply(connect);
         let target = format!(
             "{}:{}/{}",
@@ -301,16 +302,14 @@ impl PgEventStore {
                 .await?;
             // A validated, quoted identifier (see `PgStoreOptions::schema`).
             let schema = &self.inner.quoted_schema;
-            sqlx::query(AssertSqlSafe(format!(
-                "CREATE SCHEMA IF NOT EXISTS {schema}"
-            )))
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(AssertSqlSafe(format!("SET search_path TO {schema}")))
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(&format!("SET search_path TO {schema}"))
                 .execute(&mut *conn)
                 .await?;
             MIGRATOR
-                .run_direct(None, &mut *conn, false)
+                .run_direct(&mut *conn)
                 .await
                 .map_err(sqlx::Error::from)?;
             let foreign: Option<bool> = sqlx::query_scalar(include_str!("sql/foreign_xids.sql"))

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use sqlx::{postgres::PgConnectOptions, AssertSqlSafe, Connection, Executor, PgConnection};
+use sqlx::{postgres::PgConnectOptions, Connection, Executor, PgConnection};
 
 use crate::{PgEventStore, PgStoreOptions};
 
@@ -69,7 +69,7 @@ impl TestDatabase {
         let name = format!("annals_test_{}", uuid::Uuid::now_v7().simple());
         admin()
             .await
-            .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(format!("CREATE DATABASE {name}").as_str())
             .await
             .expect("CREATE DATABASE");
         let connect = PgConnectOptions::from_str(&database_url())
@@ -135,9 +135,7 @@ impl TestDatabase {
 async fn drop_named(name: &str) {
     admin()
         .await
-        .execute(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
         .await
         .expect("DROP DATABASE");
 }

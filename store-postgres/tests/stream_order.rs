@@ -13,7 +13,7 @@ use annals_core::{
 };
 use annals_store_postgres::PgEventStore;
 use common::{event, TestDatabases};
-use sqlx::{postgres::PgPoolOptions, AssertSqlSafe, Connection, Executor, PgConnection};
+use sqlx::{postgres::PgPoolOptions, Connection, Executor, PgConnection};
 
 /// The table of stream versions (named `streams` before migration 0005), so these tests also
 /// run, and fail, against the code before the fix.
@@ -93,9 +93,9 @@ async fn a_multi_stream_append_blocked_on_one_stream_keeps_the_other_in_order() 
         .await
         .expect("holder");
     holder.execute("BEGIN").await.expect("begin");
-    sqlx::query(AssertSqlSafe(format!(
+    sqlx::query(&format!(
         "SELECT 1 FROM {table} WHERE stream_id = 'a' FOR UPDATE"
-    )))
+    ))
     .execute(&mut holder)
     .await
     .expect("lock a");
@@ -180,7 +180,7 @@ async fn an_append_that_took_its_transaction_id_early_stays_in_stream_order() {
     ] {
         store
             .pool()
-            .execute(AssertSqlSafe(ddl))
+            .execute(ddl.as_str())
             .await
             .expect("test setup");
     }
@@ -225,7 +225,7 @@ async fn an_append_that_took_its_transaction_id_early_stays_in_stream_order() {
         .await
         .expect("admin");
     admin
-        .execute(AssertSqlSafe(format!("DROP ROLE {role}")))
+        .execute(format!("DROP ROLE {role}").as_str())
         .await
         .expect("drop role");
 }

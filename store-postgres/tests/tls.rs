@@ -1,7 +1,13 @@
 //! TLS to PostgreSQL, against the local server (which has `ssl = on`): `require` connects,
-//! `verify-ca` with the server's certificate as the root connects, `verify-full` needs the
-//! certificate to name the host, and an untrusted root is refused with a clear error; from
-//! the URL and from `PgStoreOptions` alike.
+//! `verify-ca` and `verify-full` with the server's certificate as the root connect by the
+//! name the certificate carries, and an untrusted root or a host the certificate does not
+//! name is refused with an error that says what to check; from the URL and from
+//! `PgStoreOptions` alike.
+//!
+//! sqlx 0.8 checks the host name under `verify-ca` too (transact-rs/sqlx#3793, fixed in
+//! sqlx 0.9, which we cannot use yet: it dropped TCP_NODELAY, transact-rs/sqlx#4335), so
+//! `verify-ca` by an IP address the certificate lacks is refused: the test pins that, and
+//! the error's advice, so the day it changes is noticed.
 
 mod common;
 
@@ -67,13 +73,13 @@ async fn encrypted(store: &PgEventStore) -> bool {
 }
 
 #[track_caller]
-fn expect_refused(result: annals_core::Result<PgEventStore>, what: &str) -> String {
+fn expect_refused(result: annals_core::Result<PgEventStore>, what: &str, advice: &str) -> String {
     match result {
         Err(Error::Backend(e)) => {
             let message = e.to_string();
             assert!(
-                message.contains("certificate") && message.contains("sslrootcert"),
-                "{what}: the error does not say what to check: {message}"
+                message.contains("certificate") && message.contains(advice),
+                "{what}: the error does not say what to check ({advice}): {message}"
             );
             message
         }
@@ -98,12 +104,15 @@ async fn tls_modes_from_the_url() {
         .expect("require connects without checking the certificate");
     assert!(encrypted(&required).await, "require did not encrypt");
 
-    let ca = PgEventStore::connect(&with_params(&url, &format!("sslmode=verify-ca&{root}")))
-        .await
-        .expect("verify-ca with the server's certificate as the root");
+    let localhost = with_host(&url, "localhost");
+    let ca = PgEventStore::connect(&with_params(
+        &localhost,
+        &format!("sslmode=verify-ca&{root}"),
+    ))
+    .await
+    .expect("verify-ca with the server's certificate as the root");
     assert!(encrypted(&ca).await);
 
-    let localhost = with_host(&url, "localhost");
     let full = PgEventStore::connect(&with_params(
         &localhost,
         &format!("sslmode=verify-full&{root}"),
@@ -112,11 +121,15 @@ async fn tls_modes_from_the_url() {
     .expect("verify-full with the name the certificate carries");
     assert!(encrypted(&full).await);
 
-    // The certificate names `localhost`, not 127.0.0.1: verify-full refuses, verify-ca not.
-    expect_refused(
-        PgEventStore::connect(&with_params(&url, &format!("sslmode=verify-full&{root}"))).await,
-        "verify-full on a name the certificate lacks",
-    );
+    // The certificate names `localhost`, not 127.0.0.1: both verifying modes refuse the
+    // address, and say to connect by the certificate's name.
+    for mode in ["verify-full", "verify-ca"] {
+        expect_refused(
+            PgEventStore::connect(&with_params(&url, &format!("sslmode={mode}&{root}"))).await,
+            &format!("{mode} on a name the certificate lacks"),
+            "connect by a name the certificate carries",
+        );
+    }
     let other = other_root();
     let refused = expect_refused(
         PgEventStore::connect(&with_params(
@@ -125,6 +138,7 @@ async fn tls_modes_from_the_url() {
         ))
         .await,
         "verify-ca with another root",
+        "sslrootcert",
     );
     assert!(
         refused.contains("127.0.0.1"),
@@ -160,6 +174,7 @@ async fn tls_modes_from_the_options_override_the_url() {
         )
         .await,
         "verify-ca with another root from the options",
+        "sslrootcert",
     );
     let _ = std::fs::remove_file(other);
 }

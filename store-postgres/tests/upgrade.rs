@@ -50,6 +50,15 @@ SELECT versions FROM annals.append_events(
     ARRAY['t', 't'], ARRAY[1, 1], ARRAY['', ''], ARRAY[true, true],
     ARRAY[convert_to('{}', 'UTF8'), convert_to('{}', 'UTF8')], false)";
 
+/// The migrations the previous release shipped: 0001-0004.
+fn previous_release_migrations() -> Migrator {
+    let all = sqlx::migrate!("./migrations");
+    Migrator {
+        migrations: Cow::Owned(all.iter().filter(|m| m.version <= 4).cloned().collect()),
+        ..Migrator::DEFAULT
+    }
+}
+
 /// A connection in a fresh database with the schema as the previous release left it
 /// (migrations 0001-0004) and some events its statements appended.
 async fn previous_release_database(dbs: &TestDatabases) -> PgConnectOptions {
@@ -58,8 +67,8 @@ async fn previous_release_database(dbs: &TestDatabases) -> PgConnectOptions {
     conn.execute("CREATE SCHEMA annals; SET search_path TO annals")
         .await
         .expect("schema");
-    sqlx::migrate!("./migrations")
-        .run_direct(Some(4), &mut conn, false)
+    previous_release_migrations()
+        .run_direct(&mut conn)
         .await
         .expect("the previous release's migrations");
     conn.execute("RESET search_path").await.expect("reset");
@@ -190,20 +199,11 @@ async fn the_previous_release_s_appends_are_refused_loudly_after_migrate() {
         );
     }
     // Its migrate refuses too: it does not know migration 5.
-    let all = sqlx::migrate!("./migrations");
-    let previous = Migrator {
-        migrations: Cow::Owned(
-            all.iter()
-                .filter(|m| m.version <= 4)
-                .cloned()
-                .collect::<Vec<_>>(),
-        ),
-        ..Migrator::DEFAULT
-    };
+    let previous = previous_release_migrations();
     old.execute("SET search_path TO annals")
         .await
         .expect("path");
-    let migrated = previous.run_direct(None, &mut old, false).await;
+    let migrated = previous.run_direct(&mut old).await;
     assert!(
         migrated.is_err(),
         "the previous release's migrate accepted a newer schema"

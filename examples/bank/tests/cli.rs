@@ -33,7 +33,7 @@ async fn fresh_database() -> (String, String) {
         .await
         .unwrap_or_else(|e| panic!("these tests need PostgreSQL at DATABASE_URL: {e}"));
     admin
-        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(format!("CREATE DATABASE {name}").as_str())
         .await
         .expect("CREATE DATABASE");
     let base = base_url();
@@ -46,9 +46,7 @@ async fn fresh_database() -> (String, String) {
 async fn drop_database(name: &str) {
     let mut admin = PgConnection::connect(&base_url()).await.expect("admin");
     admin
-        .execute(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
         .await
         .expect("DROP DATABASE");
 }

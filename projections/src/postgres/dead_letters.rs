@@ -10,7 +10,7 @@ use crate::{DeadLetter, DeadLetters, Result};
 
 impl DeadLetters for PgCheckpoints {
     async fn record_dead_letter(&self, tx: &mut PgTx, letter: &DeadLetter) -> Result<()> {
-        sqlx::query(self.sql.record_dead_letter.clone())
+        sqlx::query(&self.sql.record_dead_letter)
             .bind(&letter.projection)
             .bind(letter.event_id)
             .bind(i64_of(letter.position.commit()))
@@ -28,7 +28,7 @@ impl DeadLetters for PgCheckpoints {
     }
 
     async fn dead_letters(&self, projection: Option<&str>) -> Result<Vec<DeadLetter>> {
-        let rows = sqlx::query(self.sql.dead_letters.clone())
+        let rows = sqlx::query(&self.sql.dead_letters)
             .bind(projection)
             .fetch_all(self.pool())
             .await
@@ -54,7 +54,7 @@ impl DeadLetters for PgCheckpoints {
     }
 
     async fn remove_dead_letter(&self, tx: &mut PgTx, id: i64) -> Result<bool> {
-        let done = sqlx::query(self.sql.remove_dead_letter.clone())
+        let done = sqlx::query(&self.sql.remove_dead_letter)
             .bind(id)
             .execute(&mut **tx)
             .await
@@ -68,7 +68,7 @@ impl DeadLetters for PgCheckpoints {
         projection: &str,
         streams: &[String],
     ) -> Result<HashSet<String>> {
-        let found: Vec<String> = sqlx::query_scalar(self.sql.streams_with_dead_letters.clone())
+        let found: Vec<String> = sqlx::query_scalar(&self.sql.streams_with_dead_letters)
             .bind(projection)
             .bind(streams)
             .fetch_all(&mut **tx)

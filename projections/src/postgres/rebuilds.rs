@@ -1,7 +1,6 @@
 //! Resets and shadow rebuilds of Postgres read models.
 
 use annals_core::Position;
-use sqlx::AssertSqlSafe;
 
 use super::{sqlx_err, PgCheckpoints, PgTx};
 use crate::{Checkpoints, Error, Rebuilds, Result};
@@ -110,13 +109,13 @@ impl Rebuilds for PgCheckpoints {
         let tables = existing;
         if !tables.is_empty() {
             // Quoted identifiers checked by `ident`.
-            sqlx::query(AssertSqlSafe(format!("TRUNCATE {}", tables.join(", "))))
+            sqlx::query(&format!("TRUNCATE {}", tables.join(", ")))
                 .execute(&mut *tx)
                 .await
                 .map_err(sqlx_err)?;
         }
         for sql in [&self.sql.delete_checkpoint, &self.sql.delete_dead_letters] {
-            sqlx::query(sql.clone())
+            sqlx::query(sql)
                 .bind(projection)
                 .execute(&mut *tx)
                 .await
@@ -135,15 +134,13 @@ impl Rebuilds for PgCheckpoints {
     async fn open_shadow(&self, projection: &str) -> Result<(PgTx, Position)> {
         let schema = self.shadow(projection);
         let mut tx = self.begin_tx().await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
-        )))
-        .execute(&mut *tx)
-        .await
-        .map_err(sqlx_err)?;
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_err)?;
         let rebuild = shadow_checkpoint(projection);
         let at = self.lock_checkpoint(&mut tx, &rebuild).await?;
-        sqlx::query(self.sql.ensure_checkpoint.clone())
+        sqlx::query(&self.sql.ensure_checkpoint)
             .bind(&rebuild)
             .execute(&mut *tx)
             .await
@@ -200,7 +197,7 @@ impl Rebuilds for PgCheckpoints {
                 format!("DROP TABLE IF EXISTS {live}.{quoted}"),
                 format!("ALTER TABLE \"{shadow}\".{quoted} SET SCHEMA {live}"),
             ] {
-                sqlx::query(AssertSqlSafe(sql))
+                sqlx::query(&sql)
                     .execute(&mut *tx)
                     .await
                     .map_err(sqlx_err)?;
@@ -208,18 +205,18 @@ impl Rebuilds for PgCheckpoints {
         }
         // RESTRICT: anything else the projection's setup made there (a type a moved table
         // uses, say) must fail the swap, not be dropped from under the live table.
-        sqlx::query(AssertSqlSafe(format!("DROP SCHEMA \"{shadow}\" RESTRICT")))
+        sqlx::query(&format!("DROP SCHEMA \"{shadow}\" RESTRICT"))
             .execute(&mut *tx)
             .await
             .map_err(sqlx_err)?;
         // The rebuilt model went through every event, dead-lettered ones included: their
         // letters are obsolete (a retry would apply them twice).
-        sqlx::query(self.sql.delete_dead_letters.clone())
+        sqlx::query(&self.sql.delete_dead_letters)
             .bind(projection)
             .execute(&mut *tx)
             .await
             .map_err(sqlx_err)?;
-        sqlx::query(self.sql.delete_checkpoint.clone())
+        sqlx::query(&self.sql.delete_checkpoint)
             .bind(shadow_checkpoint(projection))
             .execute(&mut *tx)
             .await
@@ -229,14 +226,14 @@ impl Rebuilds for PgCheckpoints {
 
     async fn discard_shadow(&self, projection: &str) -> Result<bool> {
         let mut tx = self.begin_tx().await?;
-        sqlx::query(AssertSqlSafe(format!(
+        sqlx::query(&format!(
             "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
             self.shadow(projection)
-        )))
+        ))
         .execute(&mut *tx)
         .await
         .map_err(sqlx_err)?;
-        let removed = sqlx::query(self.sql.delete_checkpoint.clone())
+        let removed = sqlx::query(&self.sql.delete_checkpoint)
             .bind(shadow_checkpoint(projection))
             .execute(&mut *tx)
             .await

@@ -307,7 +307,7 @@ pub async fn fresh_store() -> (PgEventStore, String) {
         .await
         .unwrap_or_else(|e| panic!("the Postgres tests need a server at DATABASE_URL: {e}"));
     admin
-        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(format!("CREATE DATABASE {name}").as_str())
         .await
         .expect("CREATE DATABASE");
     let options = PgConnectOptions::from_str(&database_url())
@@ -326,9 +326,7 @@ pub async fn fresh_store() -> (PgEventStore, String) {
 pub async fn drop_database(name: &str) {
     let mut admin = PgConnection::connect(&database_url()).await.expect("admin");
     admin
-        .execute(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
         .await
         .expect("DROP DATABASE");
 }

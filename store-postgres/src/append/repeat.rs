@@ -29,7 +29,7 @@ impl PgEventStore {
             .flat_map(|a| a.events.iter().map(|e| e.event_id))
             .collect();
         let rows: Vec<StoredRow> = on
-            .fetch_all(sqlx::query_as(self.inner.sql.stored_events.clone()).bind(&ids))
+            .fetch_all(sqlx::query_as(&self.inner.sql.stored_events).bind(&ids))
             .await
             .map_err(from_sqlx)?;
         let stored: HashMap<Uuid, StoredAt> = rows
@@ -63,7 +63,7 @@ impl PgEventStore {
                 None => {
                     let (version,): (i64,) = on
                         .fetch_one(
-                            sqlx::query_as(self.inner.sql.version_as_of.clone())
+                            sqlx::query_as(&self.inner.sql.version_as_of)
                                 .bind(&append.stream_id)
                                 .bind(position.commit().to_string()),
                         )

@@ -56,7 +56,7 @@ impl TestDatabases {
         let name = format!("annals_test_{}", uuid::Uuid::now_v7().simple());
         admin()
             .await
-            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(format!("CREATE DATABASE {name}").as_str())
             .await
             .expect("CREATE DATABASE");
         self.names.lock().expect("lock").push(name.clone());
@@ -87,9 +87,7 @@ impl TestDatabases {
         let mut admin = admin().await;
         for name in names {
             admin
-                .execute(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
                 .await
                 .expect("DROP DATABASE");
         }
