@@ -36,7 +36,6 @@ pub struct PgCheckpoints {
 #[derive(Debug)]
 struct Queries {
     lock: String,
-    begin: String,
     ensure_checkpoint: String,
     commit: String,
     checkpoints: String,
@@ -78,7 +77,6 @@ impl PgCheckpoints {
             store: store.clone(),
             sql: Arc::new(Queries {
                 lock: q(include_str!("postgres/lock.sql")),
-                begin: q(include_str!("postgres/begin.sql")),
                 ensure_checkpoint: q(include_str!("postgres/ensure_checkpoint.sql")),
                 commit: q(include_str!("postgres/commit.sql")),
                 checkpoints: q(include_str!("postgres/checkpoints.sql")),
@@ -139,24 +137,21 @@ impl PgCheckpoints {
             .collect()
     }
 
-    /// Takes `projection`'s checkpoint lock for the rest of `tx`, then reads where the
-    /// checkpoint stands (a statement of its own, so it sees what the previous holder
-    /// committed). The lock is an advisory lock, not a row lock: it takes no transaction id,
-    /// so a batch that delivers to a broker before it writes holds no tailing reader back
-    /// meanwhile.
+    /// Takes `projection`'s checkpoint lock for the rest of `tx` and reads where the
+    /// checkpoint stands (after the lock, so it sees what the previous holder committed).
+    /// The lock is an advisory lock, not a row lock: it takes no transaction id, so a batch
+    /// that delivers to a broker before it writes holds no tailing reader back meanwhile.
     async fn lock_checkpoint(&self, tx: &mut PgTx, projection: &str) -> Result<Position> {
-        sqlx::query(&self.sql.lock)
+        let (commit, sequence): (Option<i64>, Option<i64>) = sqlx::query_as(&self.sql.lock)
             .bind(self.store.schema())
             .bind(projection)
-            .execute(&mut **tx)
+            .fetch_one(&mut **tx)
             .await
             .map_err(sqlx_err)?;
-        let row = sqlx::query(&self.sql.begin)
-            .bind(projection)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(sqlx_err)?;
-        row.as_ref().map_or(Ok(Position::START), position)
+        Ok(Position::new(
+            u64_of(commit.unwrap_or(0)),
+            u64_of(sequence.unwrap_or(0)),
+        ))
     }
 }
 

@@ -29,6 +29,13 @@ pub(crate) struct Worker<K, S, C> {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// A page of events read from the log.
+struct Page {
+    events: Vec<RecordedEvent>,
+    /// For a short page, the head read before it; `None` for a full page.
+    head: Option<Position>,
+}
+
 /// The distinct streams of a batch.
 fn streams_of(events: &[RecordedEvent]) -> Vec<String> {
     events
@@ -158,6 +165,8 @@ where
         let batch = self.options.batch_size.max(1);
         let mut lease_checked = Instant::now();
         let mut reported = Instant::now();
+        let mut at_tail = true;
+        let mut prefetched: Option<Page> = None;
         info!(%checkpoint, "running");
 
         loop {
@@ -172,8 +181,8 @@ where
                     lease_checked = Instant::now();
                 }
             }
-            let head = self.store.head().await?;
             if reported.elapsed() >= PROGRESS_EVERY {
+                let head = self.store.head().await?;
                 info!(
                     %checkpoint,
                     %head,
@@ -183,12 +192,16 @@ where
                 );
                 reported = Instant::now();
             }
-            let mut read = ReadAll::after(checkpoint).limit(batch);
-            if let Some(types) = &types {
-                read = read.event_types(types.iter().cloned());
-            }
-            let events = self.store.read_all(read).await?;
-            let Some(last) = events.last() else {
+            let page = match prefetched.take() {
+                Some(page) => page,
+                None => {
+                    self.page(checkpoint, types.as_deref(), batch, at_tail)
+                        .await?
+                }
+            };
+            at_tail = page.head.is_some();
+            let Some(last) = page.events.last() else {
+                let head = page.head.unwrap_or(checkpoint);
                 if head > checkpoint {
                     // Nothing of ours up to the head: move past what we do not read, so lag
                     // and wait_until_caught_up see we are current.
@@ -204,15 +217,63 @@ where
                 }
                 continue;
             };
-            // A short page holds every event of ours up to `head` (read before it): the
-            // checkpoint may move to the head.
-            let mut to = last.position;
-            if events.len() < batch && head > to {
-                to = head;
-            }
-            checkpoint = self.process(&events, checkpoint, to, token).await?;
+            let last = last.position;
+            checkpoint = match page.head {
+                // A short page holds every event of ours up to `head` (read before it): the
+                // checkpoint may move to the head.
+                Some(head) => {
+                    self.process(&page.events, checkpoint, last.max(head), token)
+                        .await?
+                }
+                // A full page: catching up. Read the next page while this one is handled.
+                None => {
+                    let (done, next) = tokio::join!(
+                        self.process(&page.events, checkpoint, last, token),
+                        self.page(last, types.as_deref(), batch, false)
+                    );
+                    // A failed read-ahead is just read again.
+                    prefetched = next.ok();
+                    done?
+                }
+            };
             self.shared.checkpoint.send_replace(checkpoint);
         }
+    }
+
+    /// The page of events after `after`. A short page comes with the head read before it
+    /// (every event of ours up to that head is in the page). `at_tail` reads the head first;
+    /// otherwise the head is read only when the page turns out short (and the page again
+    /// after it), which spares a query per page while catching up.
+    async fn page(
+        &self,
+        after: Position,
+        types: Option<&[String]>,
+        batch: usize,
+        at_tail: bool,
+    ) -> Result<Page> {
+        let read = || {
+            let read = ReadAll::after(after).limit(batch);
+            match types {
+                Some(types) => read.event_types(types.iter().cloned()),
+                None => read,
+            }
+        };
+        let head = if at_tail {
+            Some(self.store.head().await?)
+        } else {
+            None
+        };
+        let events = self.store.read_all(read()).await?;
+        if events.len() >= batch {
+            return Ok(Page { events, head: None });
+        }
+        if head.is_some() {
+            return Ok(Page { events, head });
+        }
+        let head = self.store.head().await?;
+        let events = self.store.read_all(read()).await?;
+        let head = (events.len() < batch).then_some(head);
+        Ok(Page { events, head })
     }
 
     /// Handles `events` (after `from`) as one batch, moving the checkpoint to `to`; on a
