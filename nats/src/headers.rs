@@ -128,20 +128,27 @@ fn put(headers: &mut HeaderMap, name: &'static str, value: &str) -> Result<(), S
     Ok(())
 }
 
-/// What the relay adds to an event's own envelope.
-pub(crate) struct Published<'a> {
-    pub(crate) relay: &'a str,
-    pub(crate) source: &'a str,
-    pub(crate) previous_version: u64,
-    pub(crate) batch_end: Position,
-    pub(crate) dataschema: Option<&'a str>,
+/// What a relay adds to an event's own envelope.
+#[derive(Clone, Copy, Debug)]
+pub struct Published<'a> {
+    /// The relay's name.
+    pub relay: &'a str,
+    /// The CloudEvents source.
+    pub source: &'a str,
+    /// The stream version of the previous message on the subject (0: none).
+    pub previous_version: u64,
+    /// The last position of the batch the message is published in.
+    pub batch_end: Position,
+    /// The payload's schema reference, if known.
+    pub dataschema: Option<&'a str>,
 }
 
-/// The headers of `event`'s message.
-pub(crate) fn to_headers(
-    event: &RecordedEvent,
-    published: &Published<'_>,
-) -> Result<HeaderMap, String> {
+/// The headers of `event`'s message, as the relay publishes them.
+///
+/// # Errors
+///
+/// Why a header cannot hold a value (never for what the relay's encoding produces).
+pub fn to_headers(event: &RecordedEvent, published: &Published<'_>) -> Result<HeaderMap, String> {
     let mut h = HeaderMap::new();
     let id = event.event_id.to_string();
     put(&mut h, NATS_MESSAGE_ID.as_ref(), &id)?;

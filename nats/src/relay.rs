@@ -4,6 +4,7 @@
 use std::{
     collections::HashMap,
     fmt,
+    future::IntoFuture,
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -18,7 +19,10 @@ use async_nats::jetstream::{
     ErrorCode,
 };
 use bytes::Bytes;
-use futures_util::{stream::FuturesUnordered, StreamExt};
+use futures_util::{
+    stream::{FuturesOrdered, FuturesUnordered},
+    StreamExt,
+};
 use tracing::{debug, info, Instrument};
 
 use crate::{
@@ -49,7 +53,7 @@ impl Default for RelayOptions {
             event_types: None,
             subject: SubjectRule::default(),
             source: None,
-            max_in_flight: 256,
+            max_in_flight: 1024,
             policy: FailurePolicy::Park,
             retry: RetryPolicy::default(),
         }
@@ -58,7 +62,7 @@ impl Default for RelayOptions {
 
 impl RelayOptions {
     /// Defaults: every event, subjects `annals.<category>.<stream id>` in the stream
-    /// `ANNALS`, 256 subjects in flight, park a stream behind an event that cannot be
+    /// `ANNALS`, 1024 messages in flight, park a stream behind an event that cannot be
     /// published.
     pub fn new() -> Self {
         Self::default()
@@ -321,75 +325,151 @@ impl Relay {
         }
     }
 
-    /// Publishes one subject's events in order, one at a time.
-    async fn publish_chain(
+    /// Learns the last version on each chain's subject where the relay must know it:
+    /// events that may already be on the bus (up to the high-water mark), or a type filter
+    /// (for the previous-version header). Look-ups run concurrently.
+    async fn learn_last(
         &self,
         connection: &Connection,
-        subject: String,
-        events: Vec<&RecordedEvent>,
-        batch_end: Position,
+        chains: &mut [Chain<'_>],
+        high_water: Position,
     ) -> Result<(), Failure> {
-        let subject = subject.as_str();
         let filtered = self.inner.options.event_types.is_some();
-        let (high_water, known) = {
+        let mut lookups = FuturesUnordered::new();
+        {
             let state = lock(&self.inner.state);
-            (
-                state.high_water,
-                state.last_on_subject.get(subject).copied(),
-            )
-        };
-        let needs_lookup = events.first().is_some_and(|e| e.position <= high_water) || filtered;
-        let mut last = match known {
-            Some(version) => Some(version),
-            None if needs_lookup => {
-                let version = self.last_on_subject(&connection.stream, subject).await?;
-                lock(&self.inner.state)
-                    .last_on_subject
-                    .insert(subject.to_owned(), version);
-                Some(version)
+            for (i, chain) in chains.iter_mut().enumerate() {
+                chain.last = state.last_on_subject.get(&chain.subject).copied();
+                let needs = filtered
+                    || chain
+                        .events
+                        .first()
+                        .is_some_and(|e| e.position <= high_water);
+                if chain.last.is_none() && needs {
+                    let subject = chain.subject.clone();
+                    lookups.push(async move {
+                        (i, self.last_on_subject(&connection.stream, &subject).await)
+                    });
+                }
             }
-            None => None,
-        };
-        for event in events {
-            if event.position <= high_water && last.is_some_and(|v| event.stream_version <= v) {
-                debug!(%subject, version = event.stream_version, "already on the bus");
-                continue;
-            }
-            let previous = if filtered {
-                last.unwrap_or(0)
-            } else {
-                event.stream_version - 1
-            };
-            let published = Published {
-                relay: &self.inner.name,
-                source: &self.inner.source,
-                previous_version: previous,
-                batch_end,
-                dataschema: None,
-            };
-            let headers =
-                headers::to_headers(event, &published).map_err(|e| Failure::Poison(boxed(e)))?;
-            let ack = connection
-                .js
-                .publish_with_headers(
-                    subject.to_owned(),
-                    headers,
-                    Bytes::from(event.payload.clone()),
-                )
-                .await
-                .map_err(|e| publish_failure(&e, event))?
-                .await
-                .map_err(|e| publish_failure(&e, event))?;
-            debug!(%subject, version = event.stream_version, sequence = ack.sequence, duplicate = ack.duplicate, "published");
-            last = Some(event.stream_version);
-            if filtered || event.position <= high_water {
-                lock(&self.inner.state)
-                    .last_on_subject
-                    .insert(subject.to_owned(), event.stream_version);
-            }
+        }
+        while let Some((i, version)) = lookups.next().await {
+            let version = version?;
+            chains[i].last = Some(version);
+            lock(&self.inner.state)
+                .last_on_subject
+                .insert(chains[i].subject.clone(), version);
         }
         Ok(())
     }
+
+    /// Publishes the chains in waves: each wave publishes the next event of every subject
+    /// that has one, all at once, and waits for their acknowledgements; so a subject's next
+    /// event goes out only once the previous one is stored.
+    async fn publish_waves(
+        &self,
+        connection: &Connection,
+        chains: &mut [Chain<'_>],
+        batch_end: Position,
+        high_water: Position,
+    ) -> Vec<Failure> {
+        let filtered = self.inner.options.event_types.is_some();
+        let mut failures = Vec::new();
+        loop {
+            let mut acks = FuturesOrdered::new();
+            let mut members = Vec::new();
+            for (i, chain) in chains.iter_mut().enumerate() {
+                if members.len() >= self.inner.options.max_in_flight {
+                    break;
+                }
+                if chain.failed {
+                    continue;
+                }
+                // Skip what is already on the bus (only possible up to the high-water mark).
+                while let Some(event) = chain.events.get(chain.next) {
+                    if event.position <= high_water
+                        && chain.last.is_some_and(|v| event.stream_version <= v)
+                    {
+                        debug!(subject = %chain.subject, version = event.stream_version, "already on the bus");
+                        chain.next += 1;
+                    } else {
+                        break;
+                    }
+                }
+                let Some(event) = chain.events.get(chain.next).copied() else {
+                    continue;
+                };
+                let previous = if filtered {
+                    chain.last.unwrap_or(0)
+                } else {
+                    event.stream_version - 1
+                };
+                let published = Published {
+                    relay: &self.inner.name,
+                    source: &self.inner.source,
+                    previous_version: previous,
+                    batch_end,
+                    dataschema: None,
+                };
+                let sent = match headers::to_headers(event, &published) {
+                    Ok(headers) => connection
+                        .js
+                        .publish_with_headers(
+                            chain.subject.clone(),
+                            headers,
+                            Bytes::from(event.payload.clone()),
+                        )
+                        .await
+                        .map_err(|e| publish_failure(&e, event)),
+                    Err(e) => Err(Failure::Poison(boxed(e))),
+                };
+                match sent {
+                    Ok(ack) => {
+                        acks.push_back(ack.into_future());
+                        members.push(i);
+                    }
+                    Err(failure) => {
+                        chain.failed = true;
+                        failures.push(failure);
+                    }
+                }
+            }
+            if members.is_empty() {
+                return failures;
+            }
+            let mut members = members.into_iter();
+            while let Some(ack) = acks.next().await {
+                let Some(i) = members.next() else { break };
+                let chain = &mut chains[i];
+                let event = chain.events[chain.next];
+                match ack {
+                    Ok(ack) => {
+                        debug!(subject = %chain.subject, version = event.stream_version, sequence = ack.sequence, duplicate = ack.duplicate, "published");
+                        chain.last = Some(event.stream_version);
+                        chain.next += 1;
+                        if filtered || event.position <= high_water {
+                            lock(&self.inner.state)
+                                .last_on_subject
+                                .insert(chain.subject.clone(), event.stream_version);
+                        }
+                    }
+                    Err(e) => {
+                        chain.failed = true;
+                        failures.push(publish_failure(&e, event));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One subject's events of a batch, in order, and how far publishing got.
+struct Chain<'a> {
+    subject: String,
+    events: Vec<&'a RecordedEvent>,
+    next: usize,
+    last: Option<u64>,
+    failed: bool,
 }
 
 fn publish_failure(error: &jetstream::context::PublishError, event: &RecordedEvent) -> Failure {
@@ -475,7 +555,7 @@ impl<C: Checkpoints> Subscriber<C> for Relay {
                 .connection()
                 .await
                 .map_err(|e| Failure::Unavailable(boxed(e)))?;
-            let mut chains: Vec<(String, Vec<&RecordedEvent>)> = Vec::new();
+            let mut chains: Vec<Chain<'_>> = Vec::new();
             let mut index: HashMap<String, usize> = HashMap::new();
             for event in events.iter().filter(|e| self.selected(e)) {
                 let subject = self
@@ -490,28 +570,25 @@ impl<C: Checkpoints> Subscriber<C> for Relay {
                         )))
                     })?;
                 match index.get(&subject) {
-                    Some(&i) => chains[i].1.push(event),
+                    Some(&i) => chains[i].events.push(event),
                     None => {
                         index.insert(subject.clone(), chains.len());
-                        chains.push((subject, vec![event]));
+                        chains.push(Chain {
+                            subject,
+                            events: vec![event],
+                            next: 0,
+                            last: None,
+                            failed: false,
+                        });
                     }
                 }
             }
-            // Subjects concurrently, up to max_in_flight; each subject in order.
-            let mut waiting = chains.into_iter();
-            let mut running = FuturesUnordered::new();
-            for (subject, chain) in waiting.by_ref().take(self.inner.options.max_in_flight) {
-                running.push(self.publish_chain(&connection, subject, chain, batch_end));
-            }
-            let mut failures = Vec::new();
-            while let Some(result) = running.next().await {
-                if let Err(failure) = result {
-                    failures.push(failure);
-                }
-                if let Some((subject, chain)) = waiting.next() {
-                    running.push(self.publish_chain(&connection, subject, chain, batch_end));
-                }
-            }
+            let high_water = lock(&self.inner.state).high_water;
+            self.learn_last(&connection, &mut chains, high_water)
+                .await?;
+            let failures = self
+                .publish_waves(&connection, &mut chains, batch_end, high_water)
+                .await;
             let mut state = lock(&self.inner.state);
             if let Some(failure) = worst(failures) {
                 // Part of the batch may be on the bus: until it commits, look before
