@@ -4,7 +4,9 @@ mod append;
 mod error;
 mod event_store;
 mod listen;
+mod migrations;
 mod read;
+mod roles;
 mod snapshot;
 mod sql;
 mod store;
@@ -12,6 +14,7 @@ mod store;
 pub mod testkit;
 
 pub use error::ConnectError;
+pub use migrations::{Migration, MigrationStatus};
 pub use store::{PgEventStore, PgStoreOptions, SslMode};
 
 /// The snapshot side of [`PgEventStore`]: the same handle, since snapshots share the events'

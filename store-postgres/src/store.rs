@@ -9,7 +9,7 @@ use sqlx::{
 
 use crate::{error::from_sqlx, listen::Wakeups, sql::Queries, ConnectError};
 
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Session advisory lock taken while migrating, so concurrent `migrate()` calls (from
 /// several processes) run one after the other. ("annals" in ASCII.)
@@ -102,20 +102,26 @@ impl PgStoreOptions {
     }
 
     fn quoted_schema(&self) -> Result<String> {
-        let s = &self.schema;
-        let valid = !s.is_empty()
-            && s.len() <= 40
-            && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            && !s.starts_with("pg_");
-        if valid {
-            Ok(format!("\"{s}\""))
-        } else {
-            Err(Error::InvalidInput(format!(
-                "invalid schema name {s:?}: use lowercase letters, digits and _, at most 40, not starting with pg_"
-            )))
-        }
+        quoted_identifier("schema", &self.schema, 40)
+    }
+}
+
+/// Checks that `name` is a plain lowercase identifier (so it can be formatted into SQL) and
+/// quotes it.
+pub(crate) fn quoted_identifier(what: &str, name: &str, max: usize) -> Result<String> {
+    let valid = !name.is_empty()
+        && name.len() <= max
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.starts_with("pg_");
+    if valid {
+        Ok(format!("\"{name}\""))
+    } else {
+        Err(Error::InvalidInput(format!(
+            "invalid {what} name {name:?}: use lowercase letters, digits and _, at most {max}, not starting with pg_"
+        )))
     }
 }
 
@@ -188,7 +194,7 @@ pub struct PgEventStore {
 pub(crate) struct Inner {
     pub(crate) sql: Queries,
     pub(crate) options: PgStoreOptions,
-    quoted_schema: String,
+    pub(crate) quoted_schema: String,
     pub(crate) wakeups: Wakeups,
 }
 
@@ -323,7 +329,18 @@ impl PgEventStore {
         }
         .await;
         drop(conn.detach());
-        if outcome.map_err(from_sqlx)? {
+        let foreign = outcome.map_err(|e| {
+            if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42501") {
+                Error::backend(format!(
+                    "{e}: migrate creates and alters the schema {}: run it as the schema's owner \
+                     (an application role set up by grant_app_role cannot)",
+                    self.schema()
+                ))
+            } else {
+                from_sqlx(e)
+            }
+        })?;
+        if foreign {
             return Err(Error::backend(
                 "the events table holds transaction ids this PostgreSQL cluster has not reached \
                  (restored from another cluster?): tailing readers would order new events before \

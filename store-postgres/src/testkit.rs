@@ -158,3 +158,114 @@ impl Drop for TestDatabase {
         .join();
     }
 }
+
+/// An application role for tests of least-privilege deployments: a group role that
+/// [`PgEventStore::grant_app_role`] sets up in each test database, and a login role in
+/// it that the test's store connects as. Roles belong to the whole server: drop the
+/// databases first, then [`drop_roles`](TestAppRole::drop_roles).
+///
+/// ```no_run
+/// # async fn demo() {
+/// use annals_store_postgres::testkit::{TestAppRole, TestDatabase};
+///
+/// let db = TestDatabase::new().await;
+/// let role = TestAppRole::new().await;
+/// let app = role.store(&db).await; // appends and reads as the application role
+/// # drop(app);
+/// db.drop_database().await;
+/// role.drop_roles().await;
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct TestAppRole {
+    group: String,
+    login: String,
+}
+
+impl TestAppRole {
+    /// Creates the login role `annals_test_login_<uuid>` (the group role is created by
+    /// the first [`grant`](TestAppRole::grant)).
+    ///
+    /// # Panics
+    ///
+    /// When the server refuses (the `DATABASE_URL` role must be allowed to create roles).
+    pub async fn new() -> Self {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let role = Self {
+            group: format!("annals_test_app_{id}"),
+            login: format!("annals_test_login_{id}"),
+        };
+        admin()
+            .await
+            .execute(format!("CREATE ROLE {} LOGIN", role.login).as_str())
+            .await
+            .expect("CREATE ROLE");
+        role
+    }
+
+    /// The group role the grants go to.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The login role a test connects as.
+    pub fn login(&self) -> &str {
+        &self.login
+    }
+
+    /// Grants the group role on `db` (as its owner) and makes the login role a member.
+    ///
+    /// # Panics
+    ///
+    /// When the server refuses.
+    pub async fn grant(&self, db: &TestDatabase) {
+        db.store()
+            .grant_app_role(&self.group)
+            .await
+            .expect("grant_app_role");
+        admin()
+            .await
+            .execute(format!("GRANT {} TO {}", self.group, self.login).as_str())
+            .await
+            .expect("GRANT the group to the login role");
+    }
+
+    /// A URL for `db` as the login role.
+    pub fn url(&self, db: &TestDatabase) -> String {
+        let options = db.connect_options();
+        let (host, port) = (options.get_host().to_owned(), options.get_port());
+        format!("postgres://{}@{host}:{port}/{}", self.login, db.name())
+    }
+
+    /// [`grant`](TestAppRole::grant)s, then connects to `db` as the login role.
+    ///
+    /// # Panics
+    ///
+    /// When the server refuses.
+    pub async fn store(&self, db: &TestDatabase) -> PgEventStore {
+        self.grant(db).await;
+        PgEventStore::connect_with(
+            &self.url(db),
+            PgStoreOptions::new()
+                .schema(db.store().schema())
+                .max_connections(20),
+        )
+        .await
+        .expect("connect as the application role")
+    }
+
+    /// Drops both roles (after the databases they were granted in are dropped).
+    ///
+    /// # Panics
+    ///
+    /// When the server refuses (a database still holds privileges of the group role).
+    pub async fn drop_roles(self) {
+        let mut admin = admin().await;
+        for role in [&self.login, &self.group] {
+            admin
+                .execute(format!("DROP ROLE IF EXISTS {role}").as_str())
+                .await
+                .expect("DROP ROLE");
+        }
+    }
+}
