@@ -84,3 +84,14 @@ pub enum Error {
     #[error("NATS request failed: {0}")]
     Request(String),
 }
+
+impl Error {
+    /// Whether trying again later may succeed (the server is down or busy), as opposed to
+    /// a setting that must change first (credentials, TLS, a misconfigured stream).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Unreachable { .. } | Error::JetStreamUnavailable { .. } | Error::Request(_)
+        )
+    }
+}

@@ -533,12 +533,17 @@ impl<C: Checkpoints> Subscriber<C> for Relay {
 
     /// Connects (creating or checking the JetStream stream) and learns where the last
     /// batch before this start may have ended.
-    async fn setup(&self, _tx: &mut C::Tx) -> Result<(), HandlerError> {
-        let connection = self.connection().await.map_err(boxed)?;
-        let high_water = self
-            .high_water(&connection.stream)
-            .await
-            .map_err(Failure::into_error)?;
+    /// Credentials, TLS and stream settings the server refuses fail the relay for good
+    /// ([`Failure::Poison`]); an unreachable server is retried.
+    async fn setup(&self, _tx: &mut C::Tx) -> Result<(), Failure> {
+        let connection = self.connection().await.map_err(|e| {
+            if e.is_retryable() {
+                Failure::Unavailable(boxed(e))
+            } else {
+                Failure::Poison(boxed(e))
+            }
+        })?;
+        let high_water = self.high_water(&connection.stream).await?;
         let mut state = lock(&self.inner.state);
         state.high_water = state.high_water.max(high_water);
         state.last_on_subject.clear();

@@ -19,7 +19,7 @@ use std::{
 use annals_core::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamAppend};
 use annals_nats::{Relay, RelayOptions, StreamSettings, SubjectRule};
 use annals_projections::{
-    Checkpoints, Failure, HandlerError, PgCheckpoints, ProjectionEngine, RetryPolicy, Subscriber,
+    Checkpoints, Failure, PgCheckpoints, ProjectionEngine, RetryPolicy, Subscriber,
     SubscriptionState,
 };
 use annals_store_postgres::{testkit::TestDatabase, PgEventStore};
@@ -199,7 +199,7 @@ impl<C: Checkpoints> Subscriber<C> for HoldAfterPublish {
     fn event_types(&self) -> Option<Vec<String>> {
         None
     }
-    async fn setup(&self, tx: &mut C::Tx) -> Result<(), HandlerError> {
+    async fn setup(&self, tx: &mut C::Tx) -> Result<(), Failure> {
         <Relay as Subscriber<C>>::setup(&self.relay, tx).await
     }
     async fn deliver(&self, events: &[RecordedEvent]) -> Result<(), Failure> {

@@ -38,8 +38,17 @@ use crate::{Error, PgCheckpoints, ProjectionEngine, RebuildProgress, Result, Sub
 /// The operations commands.
 #[derive(Clone, Debug, Subcommand)]
 pub enum ProjectionCommand {
-    /// Create or update the annals tables (idempotent).
-    Migrate,
+    /// Create or update the annals tables (idempotent). Run it as the schema's owner.
+    Migrate {
+        /// Only show which migrations are applied and pending; change nothing.
+        #[arg(long)]
+        info: bool,
+        /// Then give this role what an application needs and no more: read, append, but
+        /// never update or delete events (created NOLOGIN if missing; grant it to the
+        /// login roles of your services).
+        #[arg(long, value_name = "ROLE")]
+        app_role: Option<String>,
+    },
     /// Show each projection's checkpoint, head, lag, state and dead letters.
     Status {
         /// Print JSON for scripts.
@@ -105,10 +114,25 @@ type Engine = ProjectionEngine<PgEventStore, PgCheckpoints>;
 /// Whatever the command hits: unknown projections (the error lists the known ones),
 /// store errors, a failed rebuild. The caller should exit non-zero.
 pub async fn execute(engine: &Engine, command: ProjectionCommand) -> Result<()> {
+    if !matches!(command, ProjectionCommand::Migrate { .. }) {
+        ensure_migrated(engine.store()).await?;
+    }
     match command {
-        ProjectionCommand::Migrate => {
-            engine.store().migrate().await?;
-            println!("migrated schema {}", engine.store().schema());
+        ProjectionCommand::Migrate { info: true, .. } => migration_info(engine.store()).await,
+        ProjectionCommand::Migrate {
+            info: false,
+            app_role,
+        } => {
+            let store = engine.store();
+            store.migrate().await?;
+            println!("migrated schema {}", store.schema());
+            if let Some(role) = app_role {
+                store.grant_app_role(&role).await?;
+                println!(
+                    "granted {role} on schema {}: read and append; events cannot be updated or deleted",
+                    store.schema()
+                );
+            }
             Ok(())
         }
         ProjectionCommand::Status { json } => status(engine, json).await,
@@ -134,6 +158,45 @@ pub async fn execute(engine: &Engine, command: ProjectionCommand) -> Result<()> 
         ProjectionCommand::Reset { name, yes } => reset(engine, &name, yes).await,
         ProjectionCommand::DeadLetters(command) => dead_letters(engine, command).await,
     }
+}
+
+/// Fails fast, with the fix, on a database `migrate` has not prepared (instead of workers
+/// retrying "relation does not exist" forever).
+async fn ensure_migrated(store: &PgEventStore) -> Result<()> {
+    let status = store.migration_status().await?;
+    if status.pending.is_empty() {
+        return Ok(());
+    }
+    Err(Error::NotMigrated {
+        schema: store.schema().to_owned(),
+        database: store
+            .pool()
+            .connect_options()
+            .get_database()
+            .unwrap_or("(default)")
+            .to_owned(),
+        pending: status.pending.len(),
+    })
+}
+
+async fn migration_info(store: &PgEventStore) -> Result<()> {
+    let status = store.migration_status().await?;
+    println!("schema {}", store.schema());
+    for m in &status.applied {
+        println!("  applied  {:04} {}", m.version, m.description);
+    }
+    for m in &status.pending {
+        println!("  pending  {:04} {}", m.version, m.description);
+    }
+    for version in &status.unknown {
+        println!("  unknown  {version:04} (applied by a newer release: upgrade this binary)");
+    }
+    if status.is_current() {
+        println!("up to date");
+    } else if !status.pending.is_empty() {
+        println!("{} pending: run `migrate`", status.pending.len());
+    }
+    Ok(())
 }
 
 fn status_json(s: &SubscriptionStatus) -> serde_json::Value {
@@ -204,10 +267,17 @@ async fn run(engine: &Engine, kind: Option<&str>) -> Result<()> {
     }
     println!("running {}; Ctrl-C to stop", names.join(", "));
     let _ = std::io::stdout().flush();
-    shutdown_signal().await;
-    println!("stopping after the current batches");
-    running.shutdown().await;
-    Ok(())
+    tokio::select! {
+        () = shutdown_signal() => {
+            println!("stopping after the current batches");
+            running.shutdown().await;
+            Ok(())
+        }
+        failed = running.failure() => {
+            running.shutdown().await;
+            Err(failed)
+        }
+    }
 }
 
 /// Progress on a terminal: a bar with rate and ETA; otherwise a line every few seconds.

@@ -52,6 +52,27 @@ pub enum Error {
         error: String,
     },
 
+    /// A subscription could not start, for a reason retrying cannot fix (credentials,
+    /// configuration, privileges); its worker stopped.
+    #[error("subscription `{subscription}` cannot start: {error}")]
+    Failed {
+        /// The subscription.
+        subscription: String,
+        /// Why.
+        error: String,
+    },
+
+    /// The database's annals schema is missing or older than this release.
+    #[error("schema {schema} in database {database} is not up to date ({pending} migrations pending): run `migrate` (as the schema's owner)")]
+    NotMigrated {
+        /// The schema.
+        schema: String,
+        /// The database.
+        database: String,
+        /// How many migrations are pending.
+        pending: usize,
+    },
+
     /// No projection by that name is registered.
     #[error("unknown projection `{name}`; known: {}", known.join(", "))]
     UnknownProjection {

@@ -142,8 +142,8 @@ where
         self.projection.on_failure()
     }
 
-    async fn setup(&self, tx: &mut C::Tx) -> Result<(), HandlerError> {
-        self.projection.setup(tx).await
+    async fn setup(&self, tx: &mut C::Tx) -> Result<(), Failure> {
+        self.projection.setup(tx).await.map_err(setup_failure)
     }
 
     async fn apply(&self, events: &[RecordedEvent], tx: &mut C::Tx) -> Result<(), Failure> {
@@ -154,4 +154,21 @@ where
         };
         outcome.map_err(Failure::Retry)
     }
+}
+
+/// Whether a projection's failed setup may succeed later. A statement the database refuses
+/// for its text or the role's privileges (SQLSTATE classes 42 and 28) fails the same way
+/// every time; anything else (a connection lost, a lock timeout) is retried.
+fn setup_failure(error: HandlerError) -> Failure {
+    #[cfg(feature = "postgres")]
+    {
+        let code = error
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .and_then(|d| d.code().map(|c| c.into_owned()));
+        if code.is_some_and(|c| c.starts_with("42") || c.starts_with("28")) {
+            return Failure::Poison(error);
+        }
+    }
+    Failure::Unavailable(error)
 }

@@ -93,9 +93,13 @@ pub trait Subscriber<C: Checkpoints>: Send + Sync + 'static {
         FailurePolicy::Halt
     }
 
-    /// Prepares what the subscription writes (tables), in its own transaction, when a
-    /// worker starts. Default: nothing.
-    fn setup(&self, tx: &mut C::Tx) -> impl Future<Output = Result<(), HandlerError>> + Send {
+    /// Prepares what the subscription writes (tables) or connects to (a broker), in its own
+    /// transaction, when a worker starts. [`Failure::Poison`] means retrying cannot fix it
+    /// (credentials, configuration, missing privileges): the subscription is marked
+    /// [`Failed`](SubscriptionState::Failed) and does not restart, and the CLI's `run`
+    /// exits with the error. Any other failure restarts the worker after a backoff.
+    /// Default: nothing.
+    fn setup(&self, tx: &mut C::Tx) -> impl Future<Output = Result<(), Failure>> + Send {
         let _ = tx;
         async { Ok(()) }
     }

@@ -81,6 +81,12 @@ where
                         error: error.unwrap_or_default(),
                     });
                 }
+                if current == SubscriptionState::Failed {
+                    return Err(Error::Failed {
+                        subscription: shared.name.clone(),
+                        error: error.unwrap_or_default(),
+                    });
+                }
                 if current == SubscriptionState::Stopped && self.token.is_cancelled() {
                     return Err(Error::ShutDown);
                 }
@@ -118,6 +124,37 @@ where
             }
         }
         Ok(())
+    }
+
+    /// Resolves when a subscription fails for good ([`SubscriptionState::Failed`]: its
+    /// setup hit something retrying cannot fix), with [`Error::Failed`]; never while every
+    /// worker runs, retries or halts. A service's main loop selects on it next to its
+    /// shutdown signal, to exit instead of running without a subscription it needs.
+    pub async fn failure(&self) -> Error {
+        let mut waits = tokio::task::JoinSet::new();
+        for (shared, _) in &self.workers {
+            let mut state = shared.state.subscribe();
+            let name = shared.name.clone();
+            waits.spawn(async move {
+                let error = state
+                    .wait_for(|(s, _)| *s == SubscriptionState::Failed)
+                    .await
+                    .map(|failed| failed.1.clone().unwrap_or_default());
+                match error {
+                    Ok(error) => Error::Failed {
+                        subscription: name,
+                        error,
+                    },
+                    // The worker is gone without failing: never resolve for it.
+                    Err(_) => std::future::pending().await,
+                }
+            });
+        }
+        match waits.join_next().await {
+            Some(Ok(failed)) => failed,
+            // No worker, or a waiter that panicked: nothing has failed.
+            _ => std::future::pending().await,
+        }
     }
 
     /// Live status of every projection.

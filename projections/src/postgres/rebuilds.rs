@@ -137,7 +137,17 @@ impl Rebuilds for PgCheckpoints {
         sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
             .execute(&mut *tx)
             .await
-            .map_err(sqlx_err)?;
+            .map_err(|e| {
+                if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42501") {
+                    Error::backend(format!(
+                        "{e}: a shadow rebuild creates the schema {schema} and swaps tables: run \
+                         it as a role with CREATE on the database that owns the read-model tables \
+                         (the schema's owner), or use `reset`"
+                    ))
+                } else {
+                    sqlx_err(e)
+                }
+            })?;
         let rebuild = shadow_checkpoint(projection);
         let at = self.lock_checkpoint(&mut tx, &rebuild).await?;
         sqlx::query(&self.sql.ensure_checkpoint)

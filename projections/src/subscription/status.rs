@@ -22,6 +22,9 @@ pub enum SubscriptionState {
     Standby,
     /// Stopped on an event that kept failing; see the error.
     Halted,
+    /// Could not start, for a reason retrying cannot fix (credentials, configuration,
+    /// privileges); see the error. Not restarted until the process is.
+    Failed,
     /// Not running in this process (or, seen from outside every worker, in none).
     Stopped,
 }
@@ -33,6 +36,7 @@ impl fmt::Display for SubscriptionState {
             SubscriptionState::Rebuilding => "rebuilding",
             SubscriptionState::Standby => "standby",
             SubscriptionState::Halted => "halted",
+            SubscriptionState::Failed => "failed",
             SubscriptionState::Stopped => "stopped",
         })
     }

@@ -99,6 +99,12 @@ where
                         .set_state(SubscriptionState::Halted, Some(error));
                     return;
                 }
+                Err(Error::Failed { error, .. }) => {
+                    error!(%error, "cannot start; not retrying (fix the cause and restart)");
+                    self.shared
+                        .set_state(SubscriptionState::Failed, Some(error));
+                    return;
+                }
                 Err(error @ Error::Fenced { .. }) => {
                     warn!(%error, "another worker moved the checkpoint; stepping down");
                 }
@@ -141,9 +147,15 @@ where
         self.kind
             .setup(&mut tx)
             .await
-            .map_err(|source| Error::Handler {
-                projection: self.name().to_owned(),
-                source,
+            .map_err(|failure| match failure {
+                Failure::Poison(error) => Error::Failed {
+                    subscription: self.name().to_owned(),
+                    error: error.to_string(),
+                },
+                other => Error::Unavailable {
+                    subscription: self.name().to_owned(),
+                    error: format!("setup: {other}"),
+                },
             })?;
         self.checkpoints.commit_untracked(tx).await?;
 
