@@ -290,6 +290,22 @@ impl NatsOptions {
         if self.servers.is_empty() {
             return Err(Error::Config("no NATS server given".into()));
         }
+        // The client reports an unreadable TLS file as a bare I/O error: name it here.
+        let files =
+            self.root_cert
+                .iter()
+                .map(|f| ("TLS CA", f))
+                .chain(self.client_cert.iter().flat_map(|(cert, key)| {
+                    [("TLS client certificate", cert), ("TLS client key", key)]
+                }));
+        for (what, file) in files {
+            if let Err(e) = std::fs::File::open(file) {
+                return Err(Error::Config(format!(
+                    "cannot read the {what} file {}: {e}",
+                    file.display()
+                )));
+            }
+        }
         let mut connect = match &self.auth {
             NatsAuth::None => ConnectOptions::new(),
             NatsAuth::UserPassword { user, password } => {

@@ -53,8 +53,9 @@ pub async fn port_from_ports_file(dir: &std::path::Path, pid: u32) -> u16 {
         }
         assert!(
             Instant::now() < deadline,
-            "nats-server never wrote {}",
-            file.display()
+            "nats-server never wrote {}; its log:\n{}",
+            file.display(),
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -115,7 +116,11 @@ impl NatsServer {
             .arg(self.dir.join("js"))
             .args(&self.extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            // Its log, for the failure message when it does not come up.
+            .stderr(
+                std::fs::File::create(self.dir.join("server.log"))
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+            );
         let child = command.spawn().unwrap_or_else(|e| {
             panic!(
                 "these tests start their own nats-server ({}): {e}; install the nats-server package or set NATS_SERVER_BIN",

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod secure;
+
 use std::time::Duration;
 
 use annals_core::{encode_event, Encoding, EventStore, ExpectedVersion, NewEvent, Position};
