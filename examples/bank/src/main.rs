@@ -19,7 +19,7 @@ use annals_store_memory::MemoryEventStore;
 use annals_store_postgres::PgEventStore;
 use anyhow::Context;
 use bank::balances::{self, AccountBalances, BalanceRow};
-use clap::{Parser, Subcommand};
+use clap::{parser::ValueSource, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// How long the scenario waits for its read model.
 const CATCH_UP: Duration = Duration::from_secs(30);
@@ -28,9 +28,10 @@ const CATCH_UP: Duration = Duration::from_secs(30);
 #[derive(Debug, Parser)]
 #[command(name = "bank", version, about)]
 struct Cli {
-    /// PostgreSQL URL (postgres://user@host:port/database). Without it the scenario runs on
-    /// the in-memory store.
-    #[arg(long, global = true)]
+    /// PostgreSQL URL (postgres://user@host:port/database; the password is better left to
+    /// PGPASSWORD or ~/.pgpass). The operations commands and `simulate` also read
+    /// DATABASE_URL; the scenario runs on the in-memory store unless this flag is given.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// NATS server(s) a relay publishes the bank's events to (`nats://host:4222`,
     /// `tls://...`). Credentials and TLS files come from the environment: `NATS_USER` and
@@ -63,16 +64,35 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // Once, with its causes, and no backtrace (RUST_BACKTRACE is for panics).
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
     let nats = nats_options(cli.nats_url.as_deref())?;
-    match (cli.command.unwrap_or(Command::Scenario), cli.database_url) {
+    let command = cli.command.unwrap_or(Command::Scenario);
+    // The demo never writes to a database found in the environment by accident.
+    let from_env = matches.value_source("database_url") == Some(ValueSource::EnvVariable);
+    let database_url = match command {
+        Command::Scenario if from_env => None,
+        _ => cli.database_url,
+    };
+    match (command, database_url) {
         (Command::Scenario, None) => scenario_in_memory().await,
         (Command::Scenario, Some(url)) => scenario_on_postgres(&connect(&url).await?, nats).await,
         (
@@ -95,7 +115,9 @@ async fn main() -> anyhow::Result<()> {
         ) => bank::simulate(connect(&url).await?, &prefix, accounts, commands)
             .await
             .map(drop),
-        (Command::Ops(_), None) => anyhow::bail!("this command needs --database-url"),
+        (Command::Ops(_), None) => {
+            anyhow::bail!("this command needs a database: --database-url or DATABASE_URL")
+        }
         (Command::Ops(command), Some(url)) => {
             let store = PgEventStore::connect(&url).await?;
             Ok(execute(&engine(&store, nats), command).await?)
@@ -136,12 +158,15 @@ fn engine(
     }
 }
 
+/// Connects, and migrates when the schema is not up to date (a role that may not run DDL,
+/// such as one set up by `migrate --app-role`, works once the owner has migrated).
 async fn connect(url: &str) -> anyhow::Result<PgEventStore> {
     let store = PgEventStore::connect(url).await?;
-    store
-        .migrate()
-        .await
-        .context("migrating the annals schema")?;
+    if !store.migration_status().await?.is_current() {
+        store.migrate().await.context(
+            "migrating the annals schema (a role that may not create tables needs the owner to run `bank migrate` first)",
+        )?;
+    }
     Ok(store)
 }
 

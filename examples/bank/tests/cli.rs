@@ -367,3 +367,38 @@ async fn clear_errors_and_confirmation() {
     failing(&url, &["dead-letters", "retry", "42"]);
     drop_database(&db).await;
 }
+
+/// On a database `migrate` never prepared, every operations command says so and exits,
+/// instead of retrying "relation does not exist" forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmigrated_database_is_refused_with_the_fix() {
+    let (url, db) = fresh_database().await;
+    for args in [
+        &["status"][..],
+        &["run"],
+        &["rebuild", "account_balances"],
+        &["dead-letters", "list"],
+    ] {
+        let started = Instant::now();
+        let out = failing(&url, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("not up to date") && stderr.contains("run `migrate`"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{args:?} took its time"
+        );
+    }
+    let said = ok(&url, &["migrate", "--info"]);
+    assert!(said.contains("pending  0001"), "{said}");
+    ok(&url, &["migrate"]);
+    let said = ok(&url, &["migrate", "--info"]);
+    assert!(
+        said.contains("up to date") && !said.contains("pending"),
+        "{said}"
+    );
+    ok(&url, &["status"]);
+    drop_database(&db).await;
+}

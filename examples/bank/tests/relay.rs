@@ -2,17 +2,19 @@
 //! JetStream through its relay (a nats-server of the test's own): one message per event,
 //! with the envelope in headers; `bank relay` runs the relay alone.
 
+mod common;
+
 use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use annals_core::{EventStore, Position, ReadAll};
 use annals_nats::{
     headers,
     testkit::{assert_exactly_once_in_order, bus, NatsServer},
 };
 use annals_store_postgres::testkit::TestDatabase;
+use common::relayed_event_ids;
 
 const BANK: &str = env!("CARGO_BIN_EXE_bank");
 
@@ -23,18 +25,6 @@ fn bank(db: &TestDatabase, nats: &NatsServer, args: &[&str]) -> Command {
         .args(args)
         .env("RUST_LOG", "warn");
     command
-}
-
-/// Every account and customer event of the log, in log order.
-async fn published_kinds(db: &TestDatabase) -> Vec<uuid::Uuid> {
-    db.store()
-        .read_all(ReadAll::after(Position::START).limit(100_000))
-        .await
-        .expect("read")
-        .into_iter()
-        .filter(|e| e.stream_id.starts_with("account-") || e.stream_id.starts_with("customer-"))
-        .map(|e| e.event_id)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +41,7 @@ async fn the_bank_publishes_its_events_to_nats() {
     assert!(stdout.contains("the relay published"), "{stdout}");
     assert!(stdout.contains("registering a customer"), "{stdout}");
     let on_bus = bus(&nats.options(), "ANNALS").await;
-    assert_exactly_once_in_order(&on_bus, &published_kinds(&db).await);
+    assert_exactly_once_in_order(&on_bus, &relayed_event_ids(&db).await);
     let customer = on_bus
         .iter()
         .find(|m| m.subject.starts_with("annals.customer."))
@@ -82,7 +72,7 @@ async fn the_bank_publishes_its_events_to_nats() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("bank relay");
-    let expected = published_kinds(&db).await;
+    let expected = relayed_event_ids(&db).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let on_bus = bus(&nats.options(), "ANNALS").await;
@@ -95,5 +85,90 @@ async fn the_bank_publishes_its_events_to_nats() {
     }
     let _ = relay.kill();
     let _ = relay.wait();
+    db.drop_database().await;
+}
+
+/// Secrets come from the environment or files and never show: NATS credentials from
+/// `NATS_USER` and `NATS_PASSWORD_FILE`, the database URL (with a password) from
+/// `DATABASE_URL`, everything at `RUST_LOG=trace`, and `--help` with all of it set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_from_the_environment_never_show() {
+    let nats = NatsServer::start_with(
+        Some("authorization { users = [ { user: relay, password: \"s3cret-pw\" } ] }\n"),
+        &[],
+    )
+    .await;
+    let db = TestDatabase::new().await;
+    // The local server trusts local connections: the password is never asked for, but it
+    // is in the URL the binary handles.
+    let url = db.url().replacen("://root@", "://root:pg-s3cret@", 1);
+    let password_file = nats.dir().join("nats-password");
+    std::fs::write(&password_file, "s3cret-pw\n").expect("password file");
+    let wrong_file = nats.dir().join("wrong-password");
+    std::fs::write(&wrong_file, "wr0ng-pw\n").expect("password file");
+    let run = |args: &[&str], password: &std::path::Path| {
+        Command::new(BANK)
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("NATS_URL", nats.url())
+            .env("NATS_USER", "relay")
+            .env("NATS_PASSWORD_FILE", password)
+            .env("RUST_LOG", "trace")
+            .output()
+            .expect("run bank")
+    };
+    let shown = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let secrets = ["s3cret-pw", "wr0ng-pw", "pg-s3cret"];
+    let assert_hidden = |out: &std::process::Output, what: &str| {
+        let text = shown(out);
+        for secret in secrets {
+            assert!(!text.contains(secret), "{what} shows {secret}");
+        }
+        text
+    };
+
+    // The scenario (given the URL on purpose), with the relay's credentials from the
+    // environment; everything at TRACE.
+    let out = run(&["--database-url", &url], &password_file);
+    let text = assert_hidden(&out, "the scenario");
+    assert!(out.status.success(), "the scenario failed: {text}");
+    assert!(text.contains("TRACE"), "RUST_LOG=trace logged nothing");
+    assert!(text.contains("the relay published"), "{text}");
+    assert!(!bus(
+        &nats
+            .options()
+            .user_password("relay", annals_nats::Secret::new("s3cret-pw")),
+        "ANNALS"
+    )
+    .await
+    .is_empty());
+
+    // An operations command takes DATABASE_URL.
+    let out = run(&["status"], &password_file);
+    let text = assert_hidden(&out, "status");
+    assert!(
+        out.status.success(),
+        "status with DATABASE_URL failed: {text}"
+    );
+    assert!(text.contains("bank-relay"), "{text}");
+
+    // Wrong credentials: a clear refusal, no secret.
+    let out = run(&["relay"], &wrong_file);
+    let text = assert_hidden(&out, "a refused relay");
+    assert!(!out.status.success());
+    assert!(text.contains("refused the credentials"), "{text}");
+
+    // Help with everything set shows no value from the environment.
+    for args in [&["--help"][..], &["status", "--help"], &["relay", "--help"]] {
+        let out = run(args, &password_file);
+        assert!(out.status.success());
+        assert_hidden(&out, "--help");
+    }
     db.drop_database().await;
 }
