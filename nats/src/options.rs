@@ -369,3 +369,59 @@ fn connect_error(servers: &str, error: &async_nats::ConnectError) -> Error {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// The only test in this crate's unit tests that touches the environment.
+    #[test]
+    fn from_env_reads_servers_credentials_and_tls_files() {
+        let dir = std::env::temp_dir().join(format!("annals-env-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let seed_file = dir.join("seed");
+        std::fs::write(&seed_file, "SUseed-from-a-file\n").expect("seed");
+        let vars = [
+            ("NATS_URL", "tls://user:pw@a:4222,tls://b:4222"),
+            ("NATS_NKEY_SEED_FILE", seed_file.to_str().expect("utf-8")),
+            ("NATS_CA", "/etc/annals/ca.pem"),
+            ("NATS_CERT", "/etc/annals/client.pem"),
+            ("NATS_KEY", "/etc/annals/client-key.pem"),
+        ];
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
+        let options = NatsOptions::from_env();
+        let half = {
+            std::env::remove_var("NATS_KEY");
+            NatsOptions::from_env()
+        };
+        for (k, _) in vars {
+            std::env::remove_var(k);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let options = options.expect("options from the environment");
+        assert_eq!(options.servers_display(), "tls://a:4222,tls://b:4222");
+        assert_eq!(
+            options.auth(),
+            &NatsAuth::NKey(Secret::new("SUseed-from-a-file"))
+        );
+        assert_eq!(
+            options.root_cert.as_deref(),
+            Some(Path::new("/etc/annals/ca.pem"))
+        );
+        assert_eq!(
+            options.client_cert,
+            Some((
+                PathBuf::from("/etc/annals/client.pem"),
+                PathBuf::from("/etc/annals/client-key.pem")
+            ))
+        );
+        assert!(options.require_tls);
+        assert!(!format!("{options:?}").contains("SUseed"));
+        assert!(matches!(half, Err(Error::Config(m)) if m.contains("NATS_KEY")));
+    }
+}
