@@ -16,10 +16,10 @@ use tracing::info;
 pub use options::EngineOptions;
 pub use running::RunningProjections;
 
-use self::registry::{Log, Rebuildable, Registered};
+use self::registry::{Bus, Log, Rebuildable, Registered};
 use crate::{
     projection::ProjectionKind,
-    subscription::{Shared, Subscriber, SubscriptionState, SubscriptionStatus},
+    subscription::{BusSubscription, Shared, Subscriber, SubscriptionState, SubscriptionStatus},
     CheckpointStore, DeadLetter, Error, Projection, RebuildProgress, Result,
 };
 
@@ -140,6 +140,13 @@ where
         self.edit(|inner| inner.entries.push(Box::new(Log(Arc::new(subscriber)))))
     }
 
+    /// Adds a subscription that reads a message bus instead of the log (an inbox consumer
+    /// from annals-nats): it runs its own loop, and shares status, dead letters and the CLI.
+    #[must_use]
+    pub fn consume<K: BusSubscription<C>>(self, consumer: K) -> Self {
+        self.edit(|inner| inner.entries.push(Box::new(Bus(Arc::new(consumer)))))
+    }
+
     /// The registered subscriptions' names.
     pub fn names(&self) -> Vec<String> {
         self.inner
@@ -228,13 +235,27 @@ where
             } else {
                 SubscriptionState::Stopped
             };
-            let head = head.max(checkpoint);
+            // A bus subscription's progress is on the bus, not in a checkpoint.
+            let (state, checkpoint, head, lag) = match entry.progress().await {
+                Some(bus) => {
+                    let state = match state {
+                        SubscriptionState::Stopped if bus.active => SubscriptionState::Running,
+                        other => other,
+                    };
+                    (state, bus.acknowledged, bus.head, bus.pending)
+                }
+                None => {
+                    let head = head.max(checkpoint);
+                    let lag = head.sequence().saturating_sub(checkpoint.sequence());
+                    (state, checkpoint, head, lag)
+                }
+            };
             statuses.push(SubscriptionStatus {
                 kind: entry.kind(),
                 state,
                 checkpoint,
                 head,
-                lag: head.sequence().saturating_sub(checkpoint.sequence()),
+                lag,
                 dead_letters: letters.iter().filter(|d| d.projection == name).count(),
                 events_per_second: 0.0,
                 error,

@@ -21,10 +21,13 @@ pub use memory::{MemoryCheckpoints, MemoryLease, MemoryTx};
 pub use policy::{FailurePolicy, RetryPolicy};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgCheckpoints, PgLease, PgTx};
-pub use projection::{HandlerError, Projection};
+pub use projection::{setup_failure, HandlerError, Projection};
 pub use rebuild::RebuildProgress;
 pub use store::{
     CheckpointRecord, CheckpointStore, Checkpoints, DeadLetter, DeadLetters, Leases, Rebuilds,
 };
-pub use subscription::{Failure, Subscriber, SubscriptionState, SubscriptionStatus};
+pub use subscription::{
+    BusProgress, BusSubscription, Failure, Subscriber, SubscriptionState, SubscriptionStatus,
+    WorkerStatus,
+};
 pub use tokio_util::sync::CancellationToken;

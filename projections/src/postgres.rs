@@ -98,6 +98,11 @@ impl PgCheckpoints {
         self.store.pool()
     }
 
+    /// The event store whose schema holds the checkpoints, dead letters and inbox.
+    pub fn store(&self) -> &PgEventStore {
+        &self.store
+    }
+
     /// Begins a transaction on a pooled connection, in a way a dropped caller cannot
     /// interrupt.
     ///

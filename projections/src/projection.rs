@@ -156,10 +156,11 @@ where
     }
 }
 
-/// Whether a projection's failed setup may succeed later. A statement the database refuses
+/// Whether a read model's failed setup may succeed later: a statement the database refuses
 /// for its text or the role's privileges (SQLSTATE classes 42 and 28) fails the same way
-/// every time; anything else (a connection lost, a lock timeout) is retried.
-fn setup_failure(error: HandlerError) -> Failure {
+/// every time ([`Failure::Poison`]); anything else (a connection lost, a lock timeout) is
+/// worth retrying ([`Failure::Unavailable`]).
+pub fn setup_failure(error: HandlerError) -> Failure {
     #[cfg(feature = "postgres")]
     {
         let code = error

@@ -10,6 +10,7 @@
 //! commit it with the new checkpoint. A crash anywhere repeats the batch: `apply` is then
 //! undone with the transaction, and `deliver` must be idempotent.
 
+mod bus;
 mod status;
 mod worker;
 
@@ -19,6 +20,7 @@ use annals_core::RecordedEvent;
 
 use crate::{Checkpoints, FailurePolicy, HandlerError, RetryPolicy};
 
+pub use bus::{BusProgress, BusSubscription, WorkerStatus};
 pub(crate) use status::Shared;
 pub use status::{SubscriptionState, SubscriptionStatus};
 pub(crate) use worker::Worker;

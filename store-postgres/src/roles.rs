@@ -22,6 +22,9 @@ pub(crate) const TABLE_PRIVILEGES: &[(&str, &str)] = &[
     // Subscriptions (projections, relays): their checkpoints and dead letters.
     ("checkpoints", "INSERT, UPDATE, DELETE"),
     ("dead_letters", "INSERT, UPDATE, DELETE"),
+    // Inbox consumers: what they applied (purged by age) and each stream's last version.
+    ("inbox", "INSERT, DELETE"),
+    ("inbox_streams", "INSERT, UPDATE"),
     // sqlx's migration bookkeeping: read only (migrate needs the owner).
     ("_sqlx_migrations", ""),
 ];

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{dead_letters, EngineInner};
 use crate::{
     projection::ProjectionKind,
-    subscription::{Shared, Subscriber, Worker},
+    subscription::{BusProgress, BusSubscription, Shared, Subscriber, Worker, WorkerStatus},
     CheckpointStore, DeadLetter, Error, FailurePolicy, Projection, RebuildProgress, Result,
 };
 
@@ -50,6 +50,11 @@ pub(crate) trait Registered<S, C: CheckpointStore>: Send + Sync {
     ) -> BoxFuture<'a, Result<Position>> {
         let _ = (engine, progress);
         Box::pin(async { Err(Error::Unsupported("only projections can be rebuilt")) })
+    }
+    /// Where a bus subscription stands (`None` for the log's subscriptions, whose
+    /// checkpoints say it).
+    fn progress(&self) -> BoxFuture<'_, Option<BusProgress>> {
+        Box::pin(async { None })
     }
 }
 
@@ -169,5 +174,61 @@ where
             engine.options.batch_size,
             progress,
         ))
+    }
+}
+
+/// A subscription that reads a bus and runs its own loop.
+pub(crate) struct Bus<K>(pub(crate) Arc<K>);
+
+impl<K, S, C> Registered<S, C> for Bus<K>
+where
+    K: BusSubscription<C>,
+    S: EventStore + Clone + 'static,
+    C: CheckpointStore,
+{
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+
+    fn policy(&self) -> FailurePolicy {
+        self.0.on_failure()
+    }
+
+    fn spawn(
+        &self,
+        engine: &EngineInner<S, C>,
+        shared: Arc<Shared>,
+        token: CancellationToken,
+    ) -> JoinHandle<()> {
+        let kind = Arc::clone(&self.0);
+        let (checkpoints, options) = (engine.checkpoints.clone(), engine.options.clone());
+        tokio::spawn(async move {
+            kind.run(checkpoints, options, WorkerStatus(shared), token)
+                .await;
+        })
+    }
+
+    fn retry<'a>(
+        &'a self,
+        engine: &'a EngineInner<S, C>,
+        letter: DeadLetter,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.0.retry(&engine.checkpoints, letter))
+    }
+
+    fn release<'a>(
+        &'a self,
+        engine: &'a EngineInner<S, C>,
+        stream_id: String,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.0.release(&engine.checkpoints, stream_id))
+    }
+
+    fn progress(&self) -> BoxFuture<'_, Option<BusProgress>> {
+        Box::pin(self.0.progress())
     }
 }

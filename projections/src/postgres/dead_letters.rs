@@ -21,6 +21,7 @@ impl DeadLetters for PgCheckpoints {
             .bind(&letter.error)
             .bind(i32::try_from(letter.attempts).unwrap_or(i32::MAX))
             .bind(letter.failed_at)
+            .bind(letter.message.as_deref())
             .execute(&mut **tx)
             .await
             .map_err(sqlx_err)?;
@@ -48,6 +49,7 @@ impl DeadLetters for PgCheckpoints {
                     error: row.try_get("error").map_err(sqlx_err)?,
                     attempts: u32::try_from(attempts).unwrap_or_default(),
                     failed_at,
+                    message: row.try_get("message").map_err(sqlx_err)?,
                 })
             })
             .collect()

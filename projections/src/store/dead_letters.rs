@@ -29,6 +29,11 @@ pub struct DeadLetter {
     pub attempts: u32,
     /// When it was given up on.
     pub failed_at: DateTime<Utc>,
+    /// The whole message, for subscriptions that read a bus rather than the log (an inbox
+    /// consumer keeps subject, headers and payload here, so a retry works after the bus
+    /// has dropped the message); `None` for events the log still holds. Opaque to the
+    /// engine: the subscription that recorded it decodes it.
+    pub message: Option<Vec<u8>>,
 }
 
 impl DeadLetter {
@@ -45,7 +50,15 @@ impl DeadLetter {
             error,
             attempts,
             failed_at: Utc::now(),
+            message: None,
         }
+    }
+
+    /// The same letter, keeping `message` (see [`DeadLetter::message`]).
+    #[must_use]
+    pub fn with_message(mut self, message: Vec<u8>) -> Self {
+        self.message = Some(message);
+        self
     }
 }
 
