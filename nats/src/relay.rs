@@ -105,8 +105,8 @@ impl RelayOptions {
         self
     }
 
-    /// How many subjects are published concurrently (each subject one message at a time,
-    /// so a stream's order holds whatever fails).
+    /// How many messages are in flight at most, across subjects (each subject one message
+    /// at a time, so a stream's order holds whatever fails).
     #[must_use]
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.max(1);
