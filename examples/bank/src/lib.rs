@@ -7,6 +7,7 @@ pub mod balances;
 pub mod customers;
 mod scenario;
 mod simulate;
+pub mod statements;
 
 pub use account::{AccountCommand, AccountEvent, AccountStatus, BankAccount, BankError, Cents};
 pub use scenario::{print_balances, run_scenario};

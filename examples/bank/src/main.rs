@@ -59,6 +59,13 @@ enum Command {
         #[arg(long, default_value = "sim")]
         prefix: String,
     },
+    /// The `statements` service: account balances kept from NATS JetStream through an inbox
+    /// consumer, in the schema `statements` (`bank statements run`, `status`,
+    /// `dead-letters list|retry|discard`, `migrate`). Needs --nats-url.
+    Statements {
+        #[command(subcommand)]
+        command: ProjectionCommand,
+    },
     #[command(flatten)]
     Ops(ProjectionCommand),
 }
@@ -115,6 +122,24 @@ async fn run() -> anyhow::Result<()> {
         ) => bank::simulate(connect(&url).await?, &prefix, accounts, commands)
             .await
             .map(drop),
+        (Command::Statements { .. }, None) => {
+            anyhow::bail!("the statements service needs a database: --database-url or DATABASE_URL")
+        }
+        (Command::Statements { command }, Some(url)) => {
+            let nats = nats.context("the statements service reads NATS: --nats-url or NATS_URL")?;
+            let store = bank::statements::connect(&url).await?;
+            if matches!(command, ProjectionCommand::Run)
+                && !store.migration_status().await?.is_current()
+            {
+                store
+                    .migrate()
+                    .await
+                    .context("migrating the statements schema")?;
+            }
+            let engine = ProjectionEngine::new(store.clone(), PgCheckpoints::new(&store))
+                .consume(bank::statements::consumer(nats));
+            Ok(execute(&engine, command).await?)
+        }
         (Command::Ops(_), None) => {
             anyhow::bail!("this command needs a database: --database-url or DATABASE_URL")
         }
