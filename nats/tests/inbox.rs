@@ -289,3 +289,67 @@ async fn the_halt_policy_stops_the_consumer_on_the_failing_event() {
     running.shutdown().await;
     db.drop_database().await;
 }
+
+/// Old inbox rows are purged; a redelivery of everything afterwards (the durable consumer
+/// deleted and created again) still applies nothing twice: the streams' versions remember.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_inbox_rows_do_not_let_a_redelivery_apply_twice() {
+    let nats = NatsServer::start().await;
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let (_, head) = append(&store, "account", 3, 30).await;
+    relay_all(&store, &nats, head).await;
+    let running = consume(
+        &store,
+        InboxConsumer::new(
+            "inbox",
+            nats.options(),
+            options().retention(Duration::from_millis(200)),
+            Applied::default(),
+        ),
+    );
+    wait_for("every event", || async {
+        applied(&store).await.len() == 30
+    })
+    .await;
+    let inbox_rows = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM annals.inbox")
+            .fetch_one(store.pool())
+            .await
+            .expect("count")
+    };
+    wait_for("the purge", || async { inbox_rows().await == 0 }).await;
+
+    // Everything again, from the start of the stream.
+    let client = nats.options().connect().await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("ANNALS").await.expect("stream");
+    stream
+        .delete_consumer("inbox")
+        .await
+        .expect("delete the consumer");
+    wait_for("the new consumer to deliver everything", || async {
+        match stream.consumer_info("inbox").await {
+            Ok(info) => {
+                info.num_pending == 0
+                    && info.num_ack_pending == 0
+                    && info.delivered.stream_sequence >= 30
+            }
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert_eq!(
+        applied(&store).await.len(),
+        30,
+        "a redelivered event was applied again"
+    );
+    assert!(running
+        .engine()
+        .dead_letters(Some("inbox"))
+        .await
+        .expect("letters")
+        .is_empty());
+    running.shutdown().await;
+    db.drop_database().await;
+}

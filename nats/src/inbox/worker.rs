@@ -168,6 +168,11 @@ async fn session<P: Projection<PgCheckpoints>>(
             }
             next = messages.next() => Some(next),
             () = tokio::time::sleep(options.recheck), if !waiting.is_empty() => None,
+            () = tokio::time::sleep_until(next_purge.into()) => {
+                next_purge = Instant::now() + purge_every;
+                purge(&sql, checkpoints, &inner.name, options.retention).await;
+                None
+            }
         };
         let mut fresh = Vec::new();
         match first {
@@ -254,19 +259,17 @@ async fn session<P: Projection<PgCheckpoints>>(
                 .map_err(restart)?;
             return Err(Stop::Halted(error));
         }
-        if Instant::now() >= next_purge {
-            next_purge = Instant::now() + purge_every;
-            let before = chrono::Utc::now()
-                - chrono::Duration::from_std(options.retention).unwrap_or(chrono::Duration::MAX);
-            match sql
-                .purge(checkpoints.pool(), &inner.name, before, 1000)
-                .await
-            {
-                Ok(0) => {}
-                Ok(n) => debug!(rows = n, "purged old inbox rows"),
-                Err(e) => warn!(error = %e, "cannot purge the inbox; will try again"),
-            }
-        }
+    }
+}
+
+/// Deletes the consumer's inbox rows older than `retention`, in small batches.
+async fn purge(sql: &InboxSql, checkpoints: &PgCheckpoints, consumer: &str, retention: Duration) {
+    let before =
+        chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    match sql.purge(checkpoints.pool(), consumer, before, 1000).await {
+        Ok(0) => {}
+        Ok(n) => debug!(rows = n, "purged old inbox rows"),
+        Err(e) => warn!(error = %e, "cannot purge the inbox; will try again"),
     }
 }
 
