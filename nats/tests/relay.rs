@@ -9,7 +9,7 @@ use std::time::Duration;
 use annals_core::{EventStore, ExpectedVersion, StreamAppend};
 use annals_nats::{headers, Error, Relay, RelayOptions, StreamSettings};
 use annals_projections::{PgCheckpoints, ProjectionEngine};
-use annals_store_postgres::testkit::TestDatabase;
+use annals_store_postgres::testkit::{settled_head, TestDatabase};
 use common::{append, assert_exactly_once_in_order, bus, fast, noted, relay_until, NatsServer};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -136,7 +136,7 @@ async fn a_type_filtered_relay_links_each_message_to_the_previous_one_on_its_sub
         .with_options(fast().batch_size(1))
         .subscribe(relay);
     let running = engine.start();
-    let head = store.head().await.expect("head");
+    let head = settled_head(&store).await;
     running
         .wait_until_caught_up(head, WAIT)
         .await
@@ -148,7 +148,7 @@ async fn a_type_filtered_relay_links_each_message_to_the_previous_one_on_its_sub
         .await
         .expect("append");
     let running = engine.start();
-    let head = store.head().await.expect("head");
+    let head = settled_head(&store).await;
     running
         .wait_until_caught_up(head, WAIT)
         .await

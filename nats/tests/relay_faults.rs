@@ -22,7 +22,10 @@ use annals_projections::{
     Checkpoints, Failure, PgCheckpoints, ProjectionEngine, RetryPolicy, Subscriber,
     SubscriptionState,
 };
-use annals_store_postgres::{testkit::TestDatabase, PgEventStore};
+use annals_store_postgres::{
+    testkit::{settled_head, TestDatabase},
+    PgEventStore,
+};
 use common::{append, assert_exactly_once_in_order, bus, fast, noted, relay_until, NatsServer};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -124,7 +127,7 @@ async fn a_relay_killed_at_random_points_publishes_every_event_once_in_order() {
         settings(Duration::from_millis(100)),
     );
     let running = engine(relay).start();
-    let head = store.head().await.expect("head");
+    let head = settled_head(&store).await;
     running
         .wait_until_caught_up(head, WAIT)
         .await
@@ -168,7 +171,7 @@ async fn the_relay_rides_out_a_server_that_dies_and_comes_back() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);
     ids.extend(writing.await.expect("writers"));
-    let head = store.head().await.expect("head");
+    let head = settled_head(&store).await;
     running
         .wait_until_caught_up(head, WAIT)
         .await

@@ -70,11 +70,9 @@ async fn catch_up_over_100_000_events_reaches_the_head() {
     let caught_up = started.elapsed();
     let status = running.status().await.expect("status");
     running.shutdown().await;
-    assert_eq!(
-        status[0].checkpoint,
-        store.head().await.expect("head"),
-        "checkpoint is not the head"
-    );
+    // The last append's position (the store's head may be held back by another test's
+    // open transaction elsewhere on the server).
+    assert_eq!(status[0].checkpoint, head, "checkpoint is not the head");
     assert_eq!(status[0].lag, 0);
     let rows = pg_rows(read.pool()).await;
     assert_eq!(

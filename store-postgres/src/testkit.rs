@@ -269,3 +269,44 @@ impl TestAppRole {
         }
     }
 }
+
+/// The head of `store`'s log once every committed event is visible to tailing readers.
+///
+/// [`EventStore::head`](annals_core::EventStore::head) stops at the oldest transaction still
+/// running anywhere on the server (that is what keeps the log gap-free), and tests running
+/// in parallel hold such transactions: `CREATE DATABASE` and `DROP DATABASE` hold one for
+/// a good fraction of a second. A test that waits for "everything appended so far" must not
+/// take a held-back head for the end: this waits until `head` reaches the newest committed
+/// event.
+///
+/// # Panics
+///
+/// When the server fails, or after 60 s.
+pub async fn settled_head(store: &PgEventStore) -> annals_core::Position {
+    use annals_core::EventStore;
+    let newest = format!(
+        "SELECT transaction_id::text::bigint, global_position FROM {}.events
+         ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+        store.inner.quoted_schema
+    );
+    let row: Option<(i64, i64)> = sqlx::query_as(&newest)
+        .fetch_optional(store.pool())
+        .await
+        .expect("the newest event");
+    let Some((commit, sequence)) = row else {
+        return annals_core::Position::START;
+    };
+    let target = annals_core::Position::new(commit as u64, sequence as u64);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let head = store.head().await.expect("head");
+        if head >= target {
+            return head;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log's horizon stayed behind {target} for 60 s (a transaction left open?)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
