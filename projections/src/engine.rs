@@ -6,6 +6,7 @@ mod dead_letters;
 mod options;
 mod registry;
 mod running;
+mod skip;
 
 use std::{fmt, sync::Arc};
 
@@ -20,7 +21,7 @@ use self::registry::{Bus, Log, Rebuildable, Registered};
 use crate::{
     projection::ProjectionKind,
     subscription::{BusSubscription, Shared, Subscriber, SubscriptionState, SubscriptionStatus},
-    CheckpointStore, DeadLetter, Error, Projection, RebuildProgress, Result,
+    CheckpointStore, DeadLetter, Error, Projection, RebuildOptions, RebuildProgress, Result,
 };
 
 pub(crate) struct EngineInner<S, C> {
@@ -220,15 +221,24 @@ where
         let records = checkpoints.checkpoints().await?;
         let letters = checkpoints.dead_letters(None).await?;
         let head = self.inner.store.head().await?;
+        let now = chrono::Utc::now();
         let mut statuses = Vec::new();
         for entry in &self.inner.entries {
             let name = entry.name().to_owned();
             let record = records.iter().find(|r| r.projection == name);
             let checkpoint = record.map_or(Position::START, |r| r.position);
             let error = record.and_then(|r| r.halted.clone());
+            let mut unfinished_rebuild = checkpoints.rebuild_checkpoint(&name).await?;
+            let rebuilding = unfinished_rebuild.is_some()
+                && checkpoints
+                    .lease_held(&crate::rebuild::shadow_name(&name))
+                    .await?;
+            if rebuilding {
+                unfinished_rebuild = None;
+            }
             let state = if error.is_some() {
                 SubscriptionState::Halted
-            } else if checkpoints.rebuild_checkpoint(&name).await?.is_some() {
+            } else if rebuilding {
                 SubscriptionState::Rebuilding
             } else if checkpoints.lease_held(&name).await? {
                 SubscriptionState::Running
@@ -250,12 +260,23 @@ where
                     (state, checkpoint, head, lag)
                 }
             };
+            let oldest_pending_at = match entry.reads() {
+                Some(types) if lag > 0 => self.oldest_pending(checkpoint, types).await?,
+                _ => None,
+            };
+            let lag_seconds = oldest_pending_at.map_or(0.0, |at| {
+                (now - at).num_milliseconds().max(0) as f64 / 1000.0
+            });
             statuses.push(SubscriptionStatus {
                 kind: entry.kind(),
                 state,
                 checkpoint,
                 head,
                 lag,
+                checkpoint_at: record.map(|r| r.updated_at),
+                oldest_pending_at,
+                lag_seconds,
+                unfinished_rebuild,
                 dead_letters: letters.iter().filter(|d| d.projection == name).count(),
                 events_per_second: 0.0,
                 error,
@@ -263,6 +284,21 @@ where
             });
         }
         Ok(statuses)
+    }
+
+    /// When the first event of `types` after `after` was recorded.
+    async fn oldest_pending(
+        &self,
+        after: Position,
+        types: Option<Vec<String>>,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let read = annals_core::ReadAll::after(after).limit(1);
+        let read = match types {
+            Some(types) => read.event_types(types),
+            None => read,
+        };
+        let first = self.inner.store.read_all(read).await?;
+        Ok(first.first().map(|e| e.recorded_at))
     }
 
     /// Dead letters of one subscription or all, oldest first.
@@ -290,9 +326,30 @@ where
     pub async fn rebuild(
         &self,
         name: &str,
+        progress: impl FnMut(&RebuildProgress) + Send,
+    ) -> Result<Position> {
+        self.rebuild_with(name, &RebuildOptions::default(), progress)
+            .await
+    }
+
+    /// [`rebuild`](ProjectionEngine::rebuild), with `options` for the events the handler
+    /// refuses: per the projection's failure policy by default (`Halt` stops the rebuild;
+    /// `DeadLetter` and `Park` dead-letter them, and the rebuild's letters replace the
+    /// projection's at the swap), or dead-lettered whatever the policy with
+    /// [`RebuildOptions::skip_failures`].
+    ///
+    /// # Errors
+    ///
+    /// As [`rebuild`](ProjectionEngine::rebuild).
+    pub async fn rebuild_with(
+        &self,
+        name: &str,
+        options: &RebuildOptions,
         mut progress: impl FnMut(&RebuildProgress) + Send,
     ) -> Result<Position> {
-        self.find(name)?.rebuild(&self.inner, &mut progress).await
+        self.find(name)?
+            .rebuild(&self.inner, options, &mut progress)
+            .await
     }
 
     /// Drops an unfinished rebuild of `name`; returns whether there was one.

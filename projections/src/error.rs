@@ -73,6 +73,21 @@ pub enum Error {
         pending: usize,
     },
 
+    /// `skip` was asked for a subscription that is not halted (nothing to skip), or one
+    /// that reads a bus (its messages are skipped on the bus).
+    #[error("subscription `{subscription}` has nothing to skip: {reason}")]
+    NothingToSkip {
+        /// The subscription.
+        subscription: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// An operation was interrupted by a signal (Ctrl-C, SIGTERM); what it did so far is
+    /// kept and it can be run again.
+    #[error("{0} interrupted by a signal")]
+    Interrupted(String),
+
     /// No projection by that name is registered.
     #[error("unknown projection `{name}`; known: {}", known.join(", "))]
     UnknownProjection {
@@ -86,8 +101,10 @@ pub enum Error {
     #[error("no dead letter with id {0}")]
     DeadLetterNotFound(i64),
 
-    /// A projection's `setup` or a dead-letter retry failed in its handler.
-    #[error("projection `{projection}`: {source}")]
+    /// A projection's `setup` or a dead-letter retry failed in its handler (the handler's
+    /// error is the [`source`](std::error::Error::source), printed once by reporters that
+    /// walk the chain).
+    #[error("projection `{projection}`: the handler failed")]
     Handler {
         /// The projection.
         projection: String,
@@ -99,9 +116,10 @@ pub enum Error {
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
 
-    /// A rebuild stopped on an event its handler refused; rerun it after the fix and it
-    /// resumes where it stopped.
-    #[error("rebuild of `{projection}` stopped at event {position}: {error}")]
+    /// A rebuild stopped on an event its handler refused (the projection's policy is
+    /// `Halt`); rerun it after the fix and it resumes where it stopped, or rerun it with
+    /// `--skip-failures` to dead-letter such events instead.
+    #[error("rebuild of `{projection}` stopped at event {position}: {error} (fix and rerun to resume, or rerun with --skip-failures to dead-letter it)")]
     RebuildFailed {
         /// The projection.
         projection: String,
@@ -128,6 +146,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error and its causes on one line (`a: b: c`), as stored in a dead letter.
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !out.contains(&cause_text) {
+                out.push_str(": ");
+                out.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        out
+    }
+
     pub(crate) fn backend(error: impl Into<annals_core::BoxError>) -> Self {
         Error::Store(annals_core::Error::backend(error))
     }

@@ -1,3 +1,4 @@
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc = include_str!("../README.md")]
 
 #[cfg(feature = "cli")]
@@ -22,7 +23,7 @@ pub use policy::{FailurePolicy, RetryPolicy};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgCheckpoints, PgLease, PgTx};
 pub use projection::{setup_failure, HandlerError, Projection};
-pub use rebuild::RebuildProgress;
+pub use rebuild::{RebuildOptions, RebuildProgress};
 pub use store::{
     CheckpointRecord, CheckpointStore, Checkpoints, DeadLetter, DeadLetters, Leases, Rebuilds,
 };

@@ -185,10 +185,13 @@ fn apply(state: &mut State, tx: MemoryTx) {
             existing.error = letter.error;
             existing.attempts = letter.attempts;
             existing.failed_at = letter.failed_at;
+            existing.parks_stream |= letter.parks_stream;
             continue;
         }
-        state.next_dead_letter += 1;
-        letter.id = state.next_dead_letter;
+        if letter.id == 0 {
+            state.next_dead_letter += 1;
+            letter.id = state.next_dead_letter;
+        }
         state.dead_letters.insert(letter.id, letter);
     }
 }
@@ -251,6 +254,7 @@ impl Checkpoints for MemoryCheckpoints {
                 projection: projection.to_owned(),
                 position: to,
                 halted: None,
+                halted_attempts: 0,
                 updated_at: Utc::now(),
             },
         );
@@ -291,7 +295,7 @@ impl Checkpoints for MemoryCheckpoints {
         Ok(all)
     }
 
-    async fn halt(&self, projection: &str, at: Position, error: &str) -> Result<()> {
+    async fn halt(&self, projection: &str, at: Position, error: &str, attempts: u32) -> Result<()> {
         let mut state = lock(&self.state);
         if Self::position_of(&state, projection) != at {
             // A stale worker: the checkpoint moved on without it.
@@ -304,18 +308,36 @@ impl Checkpoints for MemoryCheckpoints {
                 projection: projection.to_owned(),
                 position: Position::START,
                 halted: None,
+                halted_attempts: 0,
                 updated_at: Utc::now(),
             });
         record.halted = Some(error.to_owned());
+        record.halted_attempts = attempts;
         record.updated_at = Utc::now();
         Ok(())
     }
 }
 
 impl DeadLetters for MemoryCheckpoints {
-    async fn record_dead_letter(&self, tx: &mut MemoryTx, letter: &DeadLetter) -> Result<()> {
-        tx.dead_letters.push(letter.clone());
-        Ok(())
+    async fn record_dead_letter(&self, tx: &mut MemoryTx, letter: &DeadLetter) -> Result<i64> {
+        let mut letter = letter.clone();
+        let mut state = lock(&self.state);
+        // As a database would: the existing letter's id, or a fresh one (a rolled-back
+        // transaction leaves a gap).
+        letter.id = match state
+            .dead_letters
+            .values()
+            .find(|d| d.projection == letter.projection && d.event_id == letter.event_id)
+        {
+            Some(existing) => existing.id,
+            None => {
+                state.next_dead_letter += 1;
+                state.next_dead_letter
+            }
+        };
+        let id = letter.id;
+        tx.dead_letters.push(letter);
+        Ok(id)
     }
 
     async fn dead_letters(&self, projection: Option<&str>) -> Result<Vec<DeadLetter>> {
@@ -340,6 +362,7 @@ impl DeadLetters for MemoryCheckpoints {
         tx: &mut MemoryTx,
         projection: &str,
         streams: &[String],
+        every_letter: bool,
     ) -> Result<HashSet<String>> {
         let state = lock(&self.state);
         let committed = state
@@ -349,6 +372,7 @@ impl DeadLetters for MemoryCheckpoints {
         Ok(committed
             .chain(&tx.dead_letters)
             .filter(|d| d.projection == projection && streams.contains(&d.stream_id))
+            .filter(|d| every_letter || d.parks_stream)
             .map(|d| d.stream_id.clone())
             .collect())
     }

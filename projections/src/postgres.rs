@@ -45,6 +45,7 @@ struct Queries {
     remove_dead_letter: String,
     delete_checkpoint: String,
     delete_dead_letters: String,
+    move_dead_letters: String,
     streams_with_dead_letters: String,
 }
 
@@ -86,6 +87,7 @@ impl PgCheckpoints {
                 remove_dead_letter: q(include_str!("postgres/remove_dead_letter.sql")),
                 delete_checkpoint: q(include_str!("postgres/delete_checkpoint.sql")),
                 delete_dead_letters: q(include_str!("postgres/delete_dead_letters.sql")),
+                move_dead_letters: q(include_str!("postgres/move_dead_letters.sql")),
                 streams_with_dead_letters: q(include_str!(
                     "postgres/streams_with_dead_letters.sql"
                 )),
@@ -132,10 +134,12 @@ impl PgCheckpoints {
             .map(|row| {
                 let state: String = row.try_get("state").map_err(sqlx_err)?;
                 let error: Option<String> = row.try_get("error").map_err(sqlx_err)?;
+                let attempts: Option<i32> = row.try_get("halted_attempts").map_err(sqlx_err)?;
                 Ok(CheckpointRecord {
                     projection: row.try_get("projection").map_err(sqlx_err)?,
                     position: position(row)?,
                     halted: (state == "halted").then(|| error.unwrap_or_default()),
+                    halted_attempts: attempts.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
                     updated_at: row.try_get("updated_at").map_err(sqlx_err)?,
                 })
             })
@@ -209,12 +213,13 @@ impl Checkpoints for PgCheckpoints {
         self.read_checkpoints(None).await
     }
 
-    async fn halt(&self, projection: &str, at: Position, error: &str) -> Result<()> {
+    async fn halt(&self, projection: &str, at: Position, error: &str, attempts: u32) -> Result<()> {
         sqlx::query(&self.sql.halt)
             .bind(projection)
             .bind(error)
             .bind(i64_of(at.commit()))
             .bind(i64_of(at.sequence()))
+            .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
             .execute(self.pool())
             .await
             .map_err(sqlx_err)?;

@@ -169,3 +169,18 @@ async fn an_undeliverable_event_is_dead_lettered_without_retries() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_event_parks_its_stream_and_the_worker_resumes() {
+    common::skip::a_skipped_event_parks_its_stream_and_the_worker_resumes(
+        MemoryEventStore::new(),
+        MemoryCheckpoints::new(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_skips_skip_one_event() {
+    common::skip::racing_skips_skip_one_event(MemoryEventStore::new(), MemoryCheckpoints::new())
+        .await;
+}

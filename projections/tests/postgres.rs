@@ -232,3 +232,19 @@ async fn an_undeliverable_event_is_dead_lettered_without_retries() {
     common::delivery::an_undeliverable_event_is_dead_lettered_without_retries(store, read).await;
     drop_database(&db).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_event_parks_its_stream_and_the_worker_resumes() {
+    let (store, db) = fresh_store().await;
+    let read = PgCheckpoints::new(&store);
+    common::skip::a_skipped_event_parks_its_stream_and_the_worker_resumes(store, read).await;
+    drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_skips_skip_one_event() {
+    let (store, db) = fresh_store().await;
+    let read = PgCheckpoints::new(&store);
+    common::skip::racing_skips_skip_one_event(store, read).await;
+    drop_database(&db).await;
+}

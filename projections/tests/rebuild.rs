@@ -14,7 +14,8 @@ use std::{
 use annals_core::Position;
 use annals_projections::{EngineOptions, PgCheckpoints, ProjectionEngine, SubscriptionState};
 use common::{
-    append_tallies, drop_database, expected_tallies, fresh_store, pg_rows, scenarios::WAIT, Tallies,
+    add, append_tallies, drop_database, expected_tallies, fresh_store, pg_rows, scenarios::WAIT,
+    Tallies,
 };
 
 fn engine(
@@ -166,10 +167,23 @@ async fn an_interrupted_rebuild_leaves_the_live_table_alone_and_resumes() {
         live_before,
         "an interrupted rebuild changed the live table"
     );
-    assert_eq!(
-        fixed.status().await.expect("status")[0].state,
-        SubscriptionState::Rebuilding
-    );
+    // Nothing claims to rebuild once the rebuild is gone (its lease connection closed);
+    // status points at the unfinished one instead.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let status = fixed.status().await.expect("status").remove(0);
+        if status.state != SubscriptionState::Rebuilding {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status still says rebuilding after the rebuild was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status
+        .unfinished_rebuild
+        .is_some_and(|p| p > Position::START));
 
     let stopped_at = fixed
         .rebuild_checkpoint("tallies")
@@ -307,6 +321,93 @@ async fn a_rebuild_clears_dead_letters_it_replayed() {
         fixed.dead_letters(None).await.expect("letters").is_empty(),
         "a replayed event is still dead-lettered"
     );
+    assert_eq!(pg_rows(store.pool()).await, expected_tallies(&store).await);
+    drop_database(&db).await;
+}
+
+/// A rebuild follows the projection's failure policy: with `Park`, the refused event and
+/// the rest of its stream become the rebuild's letters (other streams go on), and they
+/// replace the projection's old letters at the swap; after the fix, a retry applies them
+/// in stream order. With `Halt` it stops on the event (resumably), unless told to skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_dead_letters_per_the_policy_and_its_letters_replace_the_old_ones() {
+    use annals_projections::{Error, FailurePolicy};
+    let (store, db) = fresh_store().await;
+    let parking = Tallies {
+        policy: FailurePolicy::Park,
+        ..Tallies::default()
+    };
+    parking.poison.store(true, Ordering::SeqCst);
+    // The live model parked q behind its own 13 (an old letter the rebuild will replace).
+    add(&store, "q", 13).await;
+    let live = engine(&store, parking.clone()).start();
+    let head = add(&store, "q", 2).await;
+    live.wait_until_caught_up(head, WAIT).await.expect("live");
+    live.shutdown().await;
+
+    for (stream, n) in [("p", 1), ("p", 13), ("r", 1), ("p", 3), ("r", 2)] {
+        add(&store, stream, n).await;
+    }
+    // Under Halt the rebuild stops on the first 13 and keeps its shadow...
+    let halting = engine(
+        &store,
+        Tallies {
+            policy: FailurePolicy::Halt,
+            poison: Arc::clone(&parking.poison),
+            ..Tallies::default()
+        },
+    );
+    let refused = halting.rebuild("tallies", |_| {}).await;
+    assert!(
+        matches!(refused, Err(Error::RebuildFailed { .. })),
+        "{refused:?}"
+    );
+    assert!(halting
+        .rebuild_checkpoint("tallies")
+        .await
+        .expect("shadow")
+        .is_some());
+    assert!(halting.discard_rebuild("tallies").await.expect("discard"));
+
+    // ... under Park it parks, and its letters replace the live ones at the swap.
+    let engine = engine(&store, parking.clone());
+    engine.rebuild("tallies", |_| {}).await.expect("rebuild");
+    let letters = engine.dead_letters(None).await.expect("letters");
+    let mut seen: Vec<(String, String, u64, bool)> = letters
+        .iter()
+        .map(|d| {
+            (
+                d.projection.clone(),
+                d.stream_id.clone(),
+                d.stream_version,
+                d.parks_stream,
+            )
+        })
+        .collect();
+    seen.sort();
+    let expected: Vec<(String, String, u64, bool)> = [("p", 2), ("p", 3), ("q", 1), ("q", 2)]
+        .into_iter()
+        .map(|(s, v)| ("tallies".to_owned(), s.to_owned(), v, true))
+        .collect();
+    assert_eq!(
+        seen, expected,
+        "the rebuild's letters are not the projection's now"
+    );
+    let rows = pg_rows(store.pool()).await;
+    assert_eq!(rows.get("r").map(|t| t.total), Some(3));
+    assert_eq!(rows.get("p").map(|t| t.total), Some(1));
+    assert!(!rows.contains_key("q"));
+
+    parking.poison.store(false, Ordering::SeqCst);
+    for stream in ["p", "q"] {
+        let head = letters
+            .iter()
+            .filter(|d| d.stream_id == stream)
+            .min_by_key(|d| d.stream_version)
+            .expect("head");
+        engine.retry_dead_letter(head.id).await.expect("retry");
+    }
+    assert!(engine.dead_letters(None).await.expect("letters").is_empty());
     assert_eq!(pg_rows(store.pool()).await, expected_tallies(&store).await);
     drop_database(&db).await;
 }

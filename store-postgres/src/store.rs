@@ -264,10 +264,15 @@ impl PgEventStore {
         // Appends rely on READ COMMITTED (each statement of append_streams sees the rows
         // committed before it); a server default of REPEATABLE READ would turn concurrent
         // appends into serialization failures. (The server splits `options` at spaces
-        // unless escaped, and sqlx passes the value as given.)
+        // unless escaped, and sqlx passes the value as given.) NOTICEs ("already exists,
+        // skipping" from every idempotent setup) are not worth a log line each: only
+        // warnings and errors come back from the server.
         let connect = PgConnectOptions::from_str(url)
             .map_err(|e| malformed(&e))?
-            .options([("default_transaction_isolation", r"read\ committed")]);
+            .options([
+                ("default_transaction_isolation", r"read\ committed"),
+                ("client_min_messages", "warning"),
+            ]);
         let connect = options.tls.apply(connect);
         let target = format!(
             "{}:{}/{}",

@@ -404,7 +404,7 @@ impl<P: Projection<PgCheckpoints>> Inner<P> {
             let Some(next) = next else { return Ok(()) };
             if let Err(error) = self.apply_letter(checkpoints, &next).await {
                 let head = DeadLetter {
-                    error: error.to_string(),
+                    error: error.report(),
                     attempts: next.attempts + 1,
                     failed_at: chrono::Utc::now(),
                     ..next

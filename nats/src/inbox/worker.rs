@@ -238,7 +238,8 @@ async fn session<P: Projection<PgCheckpoints>>(
                             .as_ref()
                             .map(|b| b.event.position)
                             .unwrap_or(annals_core::Position::START);
-                        halt = Some((position, error));
+                        let attempts = u32::try_from(delivery.delivered).unwrap_or(u32::MAX);
+                        halt = Some((position, error, attempts));
                     }
                 }
             }
@@ -250,11 +251,11 @@ async fn session<P: Projection<PgCheckpoints>>(
         acking.spawn(join_all(acks).map(drop));
         while acking.try_join_next().is_some() {}
         status.handled(handled);
-        if let Some((at, error)) = halt {
+        if let Some((at, error, attempts)) = halt {
             while acking.join_next().await.is_some() {}
             error!(%error, "halted on a message that keeps failing");
             checkpoints
-                .halt(&inner.name, at, &error)
+                .halt(&inner.name, at, &error, attempts)
                 .await
                 .map_err(restart)?;
             return Err(Stop::Halted(error));

@@ -46,7 +46,7 @@ where
     pub async fn retry_dead_letter(&self, id: i64) -> Result<()> {
         let letter = self.letter(id).await?;
         let entry = self.find(&letter.projection)?;
-        if entry.policy() == FailurePolicy::Park {
+        if entry.policy() == FailurePolicy::Park || letter.parks_stream {
             if let Some(head) = self.parked_behind(&letter).await? {
                 return Err(Error::ParkedBehind { id, head });
             }
@@ -65,7 +65,7 @@ where
     pub async fn discard_dead_letter(&self, id: i64) -> Result<()> {
         let letter = self.letter(id).await?;
         let entry = self.find(&letter.projection)?;
-        let parking = entry.policy() == FailurePolicy::Park;
+        let parking = entry.policy() == FailurePolicy::Park || letter.parks_stream;
         let head = parking && self.parked_behind(&letter).await?.is_none();
         let checkpoints = &self.inner.checkpoints;
         let (mut tx, _) = checkpoints.lock(&letter.projection).await?;
@@ -135,7 +135,7 @@ where
     C: CheckpointStore,
 {
     apply_letter(kind, engine, &letter).await?;
-    if kind.on_failure() == FailurePolicy::Park {
+    if kind.on_failure() == FailurePolicy::Park || letter.parks_stream {
         release(kind, engine, letter.stream_id).await?;
     }
     Ok(())
@@ -153,20 +153,21 @@ where
     S: EventStore,
     C: CheckpointStore,
 {
+    let every_letter = kind.on_failure() == FailurePolicy::Park;
     loop {
         let next = engine
             .checkpoints
             .dead_letters(Some(kind.name()))
             .await?
             .into_iter()
-            .filter(|d| d.stream_id == stream_id)
+            .filter(|d| d.stream_id == stream_id && (every_letter || d.parks_stream))
             .min_by_key(|d| d.stream_version);
         let Some(next) = next else {
             return Ok(());
         };
         if let Err(error) = apply_letter(kind, engine, &next).await {
             let head = DeadLetter {
-                error: error.to_string(),
+                error: error.report(),
                 attempts: next.attempts + 1,
                 failed_at: chrono::Utc::now(),
                 ..next
@@ -174,7 +175,7 @@ where
             let (mut tx, _) = engine.checkpoints.lock(kind.name()).await?;
             engine
                 .checkpoints
-                .record_dead_letter(&mut tx, &head)
+                .record_dead_letter(&mut tx, &head.parking(true))
                 .await?;
             engine.checkpoints.commit_untracked(tx).await?;
             return Err(error);

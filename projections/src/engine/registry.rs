@@ -11,7 +11,8 @@ use super::{dead_letters, EngineInner};
 use crate::{
     projection::ProjectionKind,
     subscription::{BusProgress, BusSubscription, Shared, Subscriber, Worker, WorkerStatus},
-    CheckpointStore, DeadLetter, Error, FailurePolicy, Projection, RebuildProgress, Result,
+    CheckpointStore, DeadLetter, Error, FailurePolicy, Projection, RebuildOptions, RebuildProgress,
+    Result,
 };
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -21,6 +22,9 @@ pub(crate) trait Registered<S, C: CheckpointStore>: Send + Sync {
     fn name(&self) -> &str;
     fn kind(&self) -> &'static str;
     fn policy(&self) -> FailurePolicy;
+    /// What it reads from the log: `Some(None)` every event, `Some(Some(types))` those
+    /// types; `None` for a subscription that reads a bus instead.
+    fn reads(&self) -> Option<Option<Vec<String>>>;
     /// The read-model tables (projections only).
     fn tables(&self) -> Vec<String> {
         Vec::new()
@@ -46,9 +50,10 @@ pub(crate) trait Registered<S, C: CheckpointStore>: Send + Sync {
     fn rebuild<'a>(
         &'a self,
         engine: &'a EngineInner<S, C>,
+        options: &'a RebuildOptions,
         progress: &'a mut (dyn FnMut(&RebuildProgress) + Send),
     ) -> BoxFuture<'a, Result<Position>> {
-        let _ = (engine, progress);
+        let _ = (engine, options, progress);
         Box::pin(async { Err(Error::Unsupported("only projections can be rebuilt")) })
     }
     /// Where a bus subscription stands (`None` for the log's subscriptions, whose
@@ -79,6 +84,10 @@ where
         self.0.on_failure()
     }
 
+    fn reads(&self) -> Option<Option<Vec<String>>> {
+        Some(self.0.event_types())
+    }
+
     fn spawn(
         &self,
         engine: &EngineInner<S, C>,
@@ -91,6 +100,7 @@ where
             checkpoints: engine.checkpoints.clone(),
             options: engine.options.clone(),
             shared,
+            parking_letters: std::sync::atomic::AtomicBool::new(false),
         };
         tokio::spawn(worker.run(token))
     }
@@ -133,6 +143,10 @@ where
         Registered::<S, C>::policy(&self.0)
     }
 
+    fn reads(&self) -> Option<Option<Vec<String>>> {
+        Registered::<S, C>::reads(&self.0)
+    }
+
     fn tables(&self) -> Vec<String> {
         self.0 .0.projection.tables()
     }
@@ -165,6 +179,7 @@ where
     fn rebuild<'a>(
         &'a self,
         engine: &'a EngineInner<S, C>,
+        options: &'a RebuildOptions,
         progress: &'a mut (dyn FnMut(&RebuildProgress) + Send),
     ) -> BoxFuture<'a, Result<Position>> {
         Box::pin(crate::rebuild::rebuild(
@@ -172,6 +187,7 @@ where
             &engine.store,
             &engine.checkpoints,
             engine.options.batch_size,
+            options,
             progress,
         ))
     }
@@ -196,6 +212,10 @@ where
 
     fn policy(&self) -> FailurePolicy {
         self.0.on_failure()
+    }
+
+    fn reads(&self) -> Option<Option<Vec<String>>> {
+        None
     }
 
     fn spawn(

@@ -58,6 +58,11 @@ where
         self.token.clone()
     }
 
+    /// `name`'s stored checkpoint (what other processes, and the operator, did to it).
+    async fn stored(&self, name: &str) -> Result<Option<crate::CheckpointRecord>> {
+        self.engine.inner.checkpoints.checkpoint(name).await
+    }
+
     /// Waits until every projection's checkpoint reaches `position` (for example the
     /// position a command returned, to read your own writes).
     ///
@@ -76,10 +81,15 @@ where
                 }
                 let (current, error) = state.borrow_and_update().clone();
                 if current == SubscriptionState::Halted {
-                    return Err(Error::Halted {
-                        projection: shared.name.clone(),
-                        error: error.unwrap_or_default(),
-                    });
+                    // Unless an operator has just cleared the halt (`skip`): the worker
+                    // notices within a lease-retry interval and goes on.
+                    let stored = self.stored(&shared.name).await?;
+                    if stored.is_none_or(|c| c.halted.is_some()) {
+                        return Err(Error::Halted {
+                            projection: shared.name.clone(),
+                            error: error.unwrap_or_default(),
+                        });
+                    }
                 }
                 if current == SubscriptionState::Failed {
                     return Err(Error::Failed {
@@ -111,12 +121,7 @@ where
                     return Err(Error::ShutDown);
                 }
                 if current == SubscriptionState::Standby {
-                    let stored = self
-                        .engine
-                        .inner
-                        .checkpoints
-                        .checkpoint(&shared.name)
-                        .await?;
+                    let stored = self.stored(&shared.name).await?;
                     if stored.is_some_and(|c| c.position >= position) {
                         break;
                     }

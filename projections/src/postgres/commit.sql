@@ -3,4 +3,4 @@ INSERT INTO {schema}.checkpoints AS c (projection, commit_id, position, state, e
 VALUES ($1, $2, $3, 'running', NULL, now())
 ON CONFLICT (projection) DO UPDATE
 SET commit_id = excluded.commit_id, position = excluded.position, state = 'running',
-    error = NULL, updated_at = now()
+    error = NULL, halted_attempts = NULL, updated_at = now()

@@ -9,8 +9,8 @@ use super::{i64_of, position, sqlx_err, u64_of, PgCheckpoints, PgTx};
 use crate::{DeadLetter, DeadLetters, Result};
 
 impl DeadLetters for PgCheckpoints {
-    async fn record_dead_letter(&self, tx: &mut PgTx, letter: &DeadLetter) -> Result<()> {
-        sqlx::query(&self.sql.record_dead_letter)
+    async fn record_dead_letter(&self, tx: &mut PgTx, letter: &DeadLetter) -> Result<i64> {
+        sqlx::query_scalar(&self.sql.record_dead_letter)
             .bind(&letter.projection)
             .bind(letter.event_id)
             .bind(i64_of(letter.position.commit()))
@@ -22,10 +22,10 @@ impl DeadLetters for PgCheckpoints {
             .bind(i32::try_from(letter.attempts).unwrap_or(i32::MAX))
             .bind(letter.failed_at)
             .bind(letter.message.as_deref())
-            .execute(&mut **tx)
+            .bind(letter.parks_stream)
+            .fetch_one(&mut **tx)
             .await
-            .map_err(sqlx_err)?;
-        Ok(())
+            .map_err(sqlx_err)
     }
 
     async fn dead_letters(&self, projection: Option<&str>) -> Result<Vec<DeadLetter>> {
@@ -50,6 +50,7 @@ impl DeadLetters for PgCheckpoints {
                     attempts: u32::try_from(attempts).unwrap_or_default(),
                     failed_at,
                     message: row.try_get("message").map_err(sqlx_err)?,
+                    parks_stream: row.try_get("parks_stream").map_err(sqlx_err)?,
                 })
             })
             .collect()
@@ -69,10 +70,12 @@ impl DeadLetters for PgCheckpoints {
         tx: &mut PgTx,
         projection: &str,
         streams: &[String],
+        every_letter: bool,
     ) -> Result<HashSet<String>> {
         let found: Vec<String> = sqlx::query_scalar(&self.sql.streams_with_dead_letters)
             .bind(projection)
             .bind(streams)
+            .bind(every_letter)
             .fetch_all(&mut **tx)
             .await
             .map_err(sqlx_err)?;

@@ -3,7 +3,7 @@
 use annals_core::Position;
 
 use super::{sqlx_err, PgCheckpoints, PgTx};
-use crate::{Checkpoints, Error, Rebuilds, Result};
+use crate::{rebuild::shadow_name as shadow_checkpoint, Checkpoints, Error, Rebuilds, Result};
 
 fn ident(name: &str) -> Result<String> {
     let valid = !name.is_empty()
@@ -42,11 +42,6 @@ fn shadow_schema(store_schema: &str, projection: &str) -> String {
         .take(30)
         .collect();
     format!("annals_rebuild_{readable}_{hash:016x}")
-}
-
-/// The checkpoint row of a rebuild in progress.
-fn shadow_checkpoint(projection: &str) -> String {
-    format!("{projection}@rebuild")
 }
 
 impl PgCheckpoints {
@@ -219,9 +214,16 @@ impl Rebuilds for PgCheckpoints {
             .execute(&mut *tx)
             .await
             .map_err(sqlx_err)?;
-        // The rebuilt model went through every event, dead-lettered ones included: their
-        // letters are obsolete (a retry would apply them twice).
+        // The rebuilt model went through every event, dead-lettered ones included: the live
+        // letters are obsolete (a retry would apply them twice). The rebuild's own letters
+        // (events it skipped) take their place.
         sqlx::query(&self.sql.delete_dead_letters)
+            .bind(projection)
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_err)?;
+        sqlx::query(&self.sql.move_dead_letters)
+            .bind(shadow_checkpoint(projection))
             .bind(projection)
             .execute(&mut *tx)
             .await
@@ -243,6 +245,11 @@ impl Rebuilds for PgCheckpoints {
         .execute(&mut *tx)
         .await
         .map_err(sqlx_err)?;
+        sqlx::query(&self.sql.delete_dead_letters)
+            .bind(shadow_checkpoint(projection))
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_err)?;
         let removed = sqlx::query(&self.sql.delete_checkpoint)
             .bind(shadow_checkpoint(projection))
             .execute(&mut *tx)

@@ -14,6 +14,8 @@ pub struct CheckpointRecord {
     pub position: Position,
     /// `None` while healthy; the error when the subscription halted.
     pub halted: Option<String>,
+    /// How many attempts the event it halted on took (0 while healthy).
+    pub halted_attempts: u32,
     /// When the checkpoint last changed.
     pub updated_at: DateTime<Utc>,
 }
@@ -86,8 +88,8 @@ pub trait Checkpoints: Clone + Send + Sync + 'static {
     /// Backend errors.
     fn checkpoints(&self) -> impl Future<Output = Result<Vec<CheckpointRecord>>> + Send;
 
-    /// Marks `name` halted with `error`, if its checkpoint is still `at` (a stale worker's
-    /// halt is ignored). The checkpoint does not move.
+    /// Marks `name` halted with `error` after `attempts` attempts, if its checkpoint is still
+    /// `at` (a stale worker's halt is ignored). The checkpoint does not move.
     ///
     /// # Errors
     ///
@@ -97,5 +99,6 @@ pub trait Checkpoints: Clone + Send + Sync + 'static {
         name: &str,
         at: Position,
         error: &str,
+        attempts: u32,
     ) -> impl Future<Output = Result<()>> + Send;
 }

@@ -7,7 +7,8 @@ use uuid::Uuid;
 use crate::{Checkpoints, Result};
 
 /// An event a subscription gave up on, or one parked behind such an event in its stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Serializes (for `dead-letters list --json`) without the message bytes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DeadLetter {
     /// Identifier for retry / discard (assigned by the store; 0 before it is recorded).
     pub id: i64,
@@ -33,7 +34,12 @@ pub struct DeadLetter {
     /// consumer keeps subject, headers and payload here, so a retry works after the bus
     /// has dropped the message); `None` for events the log still holds. Opaque to the
     /// engine: the subscription that recorded it decodes it.
+    #[serde(skip)]
     pub message: Option<Vec<u8>>,
+    /// Whether the later events of its stream are parked behind it, whatever the
+    /// subscription's failure policy (set by `skip --park-stream`, and on the letters of a
+    /// subscription whose policy is [`FailurePolicy::Park`](crate::FailurePolicy::Park)).
+    pub parks_stream: bool,
 }
 
 impl DeadLetter {
@@ -51,7 +57,16 @@ impl DeadLetter {
             attempts,
             failed_at: Utc::now(),
             message: None,
+            parks_stream: false,
         }
+    }
+
+    /// The same letter, parking the later events of its stream behind it (see
+    /// [`DeadLetter::parks_stream`]).
+    #[must_use]
+    pub fn parking(mut self, parks: bool) -> Self {
+        self.parks_stream = parks;
+        self
     }
 
     /// The same letter, keeping `message` (see [`DeadLetter::message`]).
@@ -82,7 +97,8 @@ impl fmt::Display for DeadLetter {
 /// Dead letters: events a subscription gave up on (per its failure policy), to list, retry
 /// or discard, recorded in the same transaction that moves the checkpoint past them.
 pub trait DeadLetters: Checkpoints {
-    /// Records a dead letter inside `tx`.
+    /// Records a dead letter inside `tx` (or updates the subscription's letter for the same
+    /// event); returns its id.
     ///
     /// # Errors
     ///
@@ -91,7 +107,7 @@ pub trait DeadLetters: Checkpoints {
         &self,
         tx: &mut Self::Tx,
         letter: &DeadLetter,
-    ) -> impl Future<Output = Result<()>> + Send;
+    ) -> impl Future<Output = Result<i64>> + Send;
 
     /// Dead letters, oldest first, of one subscription or all.
     ///
@@ -129,9 +145,10 @@ pub trait DeadLetters: Checkpoints {
         id: i64,
     ) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Of `streams`, those holding a dead letter of subscription `name`, as seen inside
-    /// `tx` (a batch transaction holds the checkpoint's lock, so a concurrent retry cannot
-    /// change the answer before it commits).
+    /// Of `streams`, those holding a dead letter of subscription `name` that parks its
+    /// stream ([`DeadLetter::parks_stream`]; with `every_letter`, any of its letters), as
+    /// seen inside `tx` (a batch transaction holds the checkpoint's lock, so a concurrent
+    /// retry cannot change the answer before it commits).
     ///
     /// # Errors
     ///
@@ -141,5 +158,6 @@ pub trait DeadLetters: Checkpoints {
         tx: &mut Self::Tx,
         name: &str,
         streams: &[String],
+        every_letter: bool,
     ) -> impl Future<Output = Result<HashSet<String>>> + Send;
 }

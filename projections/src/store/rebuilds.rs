@@ -96,6 +96,7 @@ pub trait Rebuilds: Checkpoints {
     }
 
     /// Replaces the live `tables` with the shadow ones, sets the live checkpoint to `to`,
+    /// replaces `name`'s dead letters with the rebuild's (recorded under `name@rebuild`),
     /// removes the shadow area and commits: readers see the old tables, then the new ones.
     ///
     /// # Errors
@@ -112,8 +113,8 @@ pub trait Rebuilds: Checkpoints {
         async { no_shadows() }
     }
 
-    /// Drops an unfinished rebuild; returns whether there was one. Live tables are not
-    /// touched.
+    /// Drops an unfinished rebuild and its dead letters; returns whether there was one.
+    /// Live tables are not touched.
     ///
     /// # Errors
     ///

@@ -8,14 +8,17 @@ use std::{
 };
 
 use annals_core::Position;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use tokio::sync::watch;
 
 /// What a subscription is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SubscriptionState {
     /// Handling events (catching up or following live).
     Running,
-    /// A rebuild into shadow tables is under way or was interrupted (the live tables keep
+    /// A rebuild into shadow tables is under way, in some process (the live tables keep
     /// serving).
     Rebuilding,
     /// Waiting for another worker's lease.
@@ -42,8 +45,9 @@ impl fmt::Display for SubscriptionState {
     }
 }
 
-/// One subscription's progress.
-#[derive(Clone, Debug, PartialEq)]
+/// One subscription's progress. Serializes (for `status --json`) with positions as
+/// `{"commit": n, "sequence": n}`, times as RFC 3339 and `null` where unknown.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct SubscriptionStatus {
     /// Persisted name.
@@ -58,6 +62,17 @@ pub struct SubscriptionStatus {
     pub head: Position,
     /// Head minus checkpoint, in global sequence numbers (0 when caught up).
     pub lag: u64,
+    /// When the checkpoint last moved (`None` before the first batch).
+    pub checkpoint_at: Option<DateTime<Utc>>,
+    /// When the oldest event it has yet to handle was recorded (`None` when caught up, and
+    /// for a bus subscription).
+    pub oldest_pending_at: Option<DateTime<Utc>>,
+    /// How far behind it is in time: the age of the oldest event it has yet to handle
+    /// (0 when caught up).
+    pub lag_seconds: f64,
+    /// Where an unfinished rebuild stands, while none runs (`rebuild` resumes it;
+    /// `rebuild --discard` drops it). A running rebuild shows as state `rebuilding`.
+    pub unfinished_rebuild: Option<Position>,
     /// Dead letters recorded for it (parked events included).
     pub dead_letters: usize,
     /// Recent throughput (0 when not running here).

@@ -4,7 +4,10 @@
 
 use std::{
     collections::BTreeSet,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -27,6 +30,9 @@ pub(crate) struct Worker<K, S, C> {
     pub(crate) checkpoints: C,
     pub(crate) options: EngineOptions,
     pub(crate) shared: Arc<Shared>,
+    /// Whether a letter parks its stream although the policy is not `Park` (an event the
+    /// operator skipped with `--park-stream`): batches then look for parked streams too.
+    pub(crate) parking_letters: AtomicBool,
 }
 
 /// A page of events read from the log.
@@ -97,7 +103,10 @@ where
                 Err(Error::Halted { error, .. }) => {
                     self.shared
                         .set_state(SubscriptionState::Halted, Some(error));
-                    return;
+                    if !self.wait_for_unhalt(&token).await {
+                        break;
+                    }
+                    info!("the halt was cleared (skip, reset or rebuild); resuming");
                 }
                 Err(Error::Failed { error, .. }) => {
                     error!(%error, "cannot start; not retrying (fix the cause and restart)");
@@ -106,7 +115,9 @@ where
                     return;
                 }
                 Err(error @ Error::Fenced { .. }) => {
-                    warn!(%error, "another worker moved the checkpoint; stepping down");
+                    // Routine after a rebuild's swap, a reset or a skip; a split brain shows
+                    // as this repeating.
+                    info!(%error, "the checkpoint moved under this worker; restarting from it");
                 }
                 Err(error) => {
                     warn!(%error, "worker failed; restarting");
@@ -118,6 +129,40 @@ where
             }
         }
         self.shared.set_state(SubscriptionState::Stopped, None);
+    }
+
+    /// While halted: waits until an operator clears the halt (`skip` dead-letters the event,
+    /// `reset` or a rebuild's swap moves the checkpoint); `false` when shut down first.
+    async fn wait_for_unhalt(&self, token: &CancellationToken) -> bool {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return false,
+                _ = tokio::time::sleep(self.options.lease_retry) => {}
+            }
+            match self.checkpoints.checkpoint(self.name()).await {
+                Ok(record) if record.as_ref().is_none_or(|r| r.halted.is_none()) => return true,
+                Ok(_) => {}
+                Err(error) => debug!(%error, "cannot read the checkpoint while halted"),
+            }
+        }
+    }
+
+    /// Whether this batch must look for parked streams.
+    fn parks(&self) -> bool {
+        self.kind.on_failure() == FailurePolicy::Park
+            || self.parking_letters.load(Ordering::Relaxed)
+    }
+
+    /// Of the streams of `events`, those parked behind a dead letter.
+    async fn parked(
+        &self,
+        tx: &mut C::Tx,
+        events: &[RecordedEvent],
+    ) -> Result<std::collections::HashSet<String>> {
+        let every_letter = self.kind.on_failure() == FailurePolicy::Park;
+        self.checkpoints
+            .streams_with_dead_letters(tx, self.name(), &streams_of(events), every_letter)
+            .await
     }
 
     /// Waits for the lease; `None` when shut down first.
@@ -158,6 +203,14 @@ where
                 },
             })?;
         self.checkpoints.commit_untracked(tx).await?;
+        let parking_letters = self
+            .checkpoints
+            .dead_letters(Some(self.name()))
+            .await?
+            .iter()
+            .any(|d| d.parks_stream);
+        self.parking_letters
+            .store(parking_letters, Ordering::Relaxed);
 
         let mut checkpoint = self
             .checkpoints
@@ -301,11 +354,8 @@ where
         async {
             let started = Instant::now();
             let mut tx = self.checkpoints.begin(self.name(), from).await?;
-            if self.kind.on_failure() == FailurePolicy::Park {
-                let parked = self
-                    .checkpoints
-                    .streams_with_dead_letters(&mut tx, self.name(), &streams_of(events))
-                    .await?;
+            if self.parks() {
+                let parked = self.parked(&mut tx, events).await?;
                 if !parked.is_empty() {
                     drop(tx);
                     return self.one_by_one(events, from, to, token).await;
@@ -368,17 +418,10 @@ where
         let error = loop {
             attempts += 1;
             let mut tx = self.checkpoints.begin(self.name(), from).await?;
-            if policy == FailurePolicy::Park {
-                let parked = self
-                    .checkpoints
-                    .streams_with_dead_letters(
-                        &mut tx,
-                        self.name(),
-                        &streams_of(std::slice::from_ref(event)),
-                    )
-                    .await?;
+            if self.parks() {
+                let parked = self.parked(&mut tx, std::slice::from_ref(event)).await?;
                 if !parked.is_empty() {
-                    let letter = DeadLetter::new(
+                    let mut letter = DeadLetter::new(
                         self.name(),
                         event,
                         format!(
@@ -386,12 +429,14 @@ where
                             event.stream_id
                         ),
                         0,
-                    );
-                    debug!(%letter, "parking event");
-                    self.checkpoints
+                    )
+                    .parking(true);
+                    letter.id = self
+                        .checkpoints
                         .record_dead_letter(&mut tx, &letter)
                         .await?;
                     self.checkpoints.commit(tx, self.name(), to).await?;
+                    debug!(%letter, "parked event");
                     return Ok(to);
                 }
             }
@@ -427,21 +472,25 @@ where
                     "event {} ({} {}@{}) failed after {attempts} attempts: {error}",
                     event.position, event.event_type, event.stream_id, event.stream_version
                 );
-                error!(%message, "halting");
-                self.checkpoints.halt(self.name(), from, &message).await?;
+                error!(%message, "halting (the CLI's `skip` moves the event to the dead letters)");
+                self.checkpoints
+                    .halt(self.name(), from, &message, attempts)
+                    .await?;
                 Err(Error::Halted {
                     projection: self.name().to_owned(),
                     error: message,
                 })
             }
             FailurePolicy::DeadLetter | FailurePolicy::Park => {
-                let letter = DeadLetter::new(self.name(), event, error, attempts);
-                warn!(%letter, "dead-lettering event");
+                let mut letter = DeadLetter::new(self.name(), event, error, attempts)
+                    .parking(policy == FailurePolicy::Park);
                 let mut tx = self.checkpoints.begin(self.name(), from).await?;
-                self.checkpoints
+                letter.id = self
+                    .checkpoints
                     .record_dead_letter(&mut tx, &letter)
                     .await?;
                 self.checkpoints.commit(tx, self.name(), to).await?;
+                warn!(%letter, "dead-lettered event");
                 Ok(to)
             }
         }

@@ -216,6 +216,16 @@ impl Projection<PgCheckpoints> for Tallies {
     }
 }
 
+/// Appends one `added n` event to `stream`; returns its position.
+pub async fn add<S: EventStore>(store: &S, stream: &str, n: i64) -> Position {
+    let event = encode_event(&TallyEvent::Added { n }, Encoding::Json).expect("encode");
+    store
+        .append_to_stream(stream, ExpectedVersion::Any, vec![event])
+        .await
+        .expect("append")
+        .position
+}
+
 /// Appends `count` events over `streams` streams, in appends of up to `per_append` events
 /// to one stream each, with every 7th event an `ignored` one; returns the last position.
 pub async fn append_tallies<S: EventStore>(
@@ -275,6 +285,7 @@ pub async fn expected_tallies<S: EventStore>(store: &S) -> BTreeMap<String, Tall
 pub mod delivery;
 pub mod parking;
 pub mod scenarios;
+pub mod skip;
 
 pub async fn pg_rows(pool: &sqlx::PgPool) -> BTreeMap<String, Tally> {
     sqlx::query("SELECT stream_id, total, applied, last_version FROM tallies")

@@ -4,25 +4,17 @@
 
 use std::sync::atomic::Ordering;
 
-use annals_core::{encode_event, Encoding, EventStore, ExpectedVersion, Position};
+use annals_core::{EventStore, Position};
 use annals_projections::{
     CheckpointStore, DeadLetter, Error, FailurePolicy, Projection, ProjectionEngine,
     RunningProjections,
 };
 
 use super::{
+    add,
     scenarios::{fast, ReadTallies, WAIT},
     Tallies, TallyEvent,
 };
-
-async fn add<S: EventStore>(store: &S, stream: &str, n: i64) -> Position {
-    let event = encode_event(&TallyEvent::Added { n }, Encoding::Json).expect("encode");
-    store
-        .append_to_stream(stream, ExpectedVersion::Any, vec![event])
-        .await
-        .expect("append")
-        .position
-}
 
 /// `p` gets 1, 13 (poison), 3, 4; `q` gets 1, 2, 3. Returns the projection (to lift the
 /// poison), the engine and its running workers, caught up.
