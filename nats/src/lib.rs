@@ -1,3 +1,4 @@
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //! annals to NATS JetStream: a [`Relay`] that publishes the global log (the annals log is
 //! the outbox), each event once and each stream in order; an [`InboxConsumer`] that
 //! applies them in another service exactly once and in stream order, with the same
