@@ -33,7 +33,7 @@ use annals_store_postgres::PgEventStore;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{Error, PgCheckpoints, ProjectionEngine, RebuildProgress, Result, SubscriptionStatus};
+use crate::{Error, PgCheckpoints, ProjectionEngine, RebuildOptions, Result, SubscriptionState};
 
 /// The operations commands.
 #[derive(Clone, Debug, Subcommand)]
@@ -49,9 +49,10 @@ pub enum ProjectionCommand {
         #[arg(long, value_name = "ROLE")]
         app_role: Option<String>,
     },
-    /// Show each projection's checkpoint, head, lag, state and dead letters.
+    /// Show each subscription's state, checkpoint, lag (in events and in time) and dead
+    /// letters. Checkpoints and heads are global event numbers.
     Status {
-        /// Print JSON for scripts.
+        /// Print JSON for scripts (positions and times as numbers and RFC 3339).
         #[arg(long)]
         json: bool,
     },
@@ -69,6 +70,10 @@ pub enum ProjectionCommand {
         /// Throw away an unfinished rebuild instead (the live tables are not touched).
         #[arg(long)]
         discard: bool,
+        /// Dead-letter events the handler refuses instead of stopping, even when the
+        /// projection's policy is to halt (by default the rebuild follows the policy).
+        #[arg(long, conflicts_with = "discard")]
+        skip_failures: bool,
     },
     /// Empty a projection's tables and replay the log into them (readers see an empty
     /// table meanwhile: for small read models; prefer `rebuild`).
@@ -78,6 +83,18 @@ pub enum ProjectionCommand {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+    },
+    /// Move the event a halted subscription stopped on into its dead letters (with the
+    /// error and attempts) and let it go on; a running worker resumes by itself. Retry or
+    /// discard the letter after the fix.
+    Skip {
+        /// The halted subscription.
+        name: String,
+        /// Also park the later events of that event's stream behind it (recorded as dead
+        /// letters, applied in order when it is retried or discarded), so the stream's
+        /// effects never happen out of order.
+        #[arg(long)]
+        park_stream: bool,
     },
     /// List, retry or discard dead-lettered events.
     #[command(subcommand)]
@@ -92,6 +109,9 @@ pub enum DeadLetterCommand {
         /// Only this projection's.
         #[arg(long)]
         projection: Option<String>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the handler on a dead-lettered event again; removes it when it succeeds.
     Retry {
@@ -124,8 +144,17 @@ pub async fn execute(engine: &Engine, command: ProjectionCommand) -> Result<()> 
             app_role,
         } => {
             let store = engine.store();
+            let before = store.migration_status().await?;
             store.migrate().await?;
-            println!("migrated schema {}", store.schema());
+            if before.pending.is_empty() {
+                println!("schema {} is up to date; nothing to apply", store.schema());
+            }
+            for m in &before.pending {
+                println!("applied  {:04} {}", m.version, m.description);
+            }
+            if !before.pending.is_empty() {
+                println!("migrated schema {}", store.schema());
+            }
             if let Some(role) = app_role {
                 store.grant_app_role(&role).await?;
                 println!(
@@ -141,6 +170,7 @@ pub async fn execute(engine: &Engine, command: ProjectionCommand) -> Result<()> 
         ProjectionCommand::Rebuild {
             name,
             discard: true,
+            ..
         } => {
             if engine.discard_rebuild(&name).await? {
                 println!(
@@ -154,8 +184,20 @@ pub async fn execute(engine: &Engine, command: ProjectionCommand) -> Result<()> 
         ProjectionCommand::Rebuild {
             name,
             discard: false,
-        } => rebuild(engine, &name).await,
+            skip_failures,
+        } => rebuild(engine, &name, skip_failures).await,
         ProjectionCommand::Reset { name, yes } => reset(engine, &name, yes).await,
+        ProjectionCommand::Skip { name, park_stream } => {
+            let letter = engine.skip(&name, park_stream).await?;
+            println!("skipped into dead letter {letter}");
+            if park_stream {
+                println!(
+                    "later events of {} are parked behind it until `dead-letters retry {}` or `discard {}`",
+                    letter.stream_id, letter.id, letter.id
+                );
+            }
+            Ok(())
+        }
         ProjectionCommand::DeadLetters(command) => dead_letters(engine, command).await,
     }
 }
@@ -199,43 +241,96 @@ async fn migration_info(store: &PgEventStore) -> Result<()> {
     Ok(())
 }
 
-fn status_json(s: &SubscriptionStatus) -> serde_json::Value {
-    serde_json::json!({
-        "name": s.name,
-        "kind": s.kind,
-        "state": s.state.to_string(),
-        "checkpoint": s.checkpoint.to_string(),
-        "head": s.head.to_string(),
-        "lag": s.lag,
-        "dead_letters": s.dead_letters,
-        "error": s.error,
-    })
+/// A duration as an operator reads it: `42s`, `3m 12s`, `5h 2m`, `3d 4h`.
+fn human(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// How long ago `at` was.
+fn ago(at: Option<chrono::DateTime<chrono::Utc>>, now: chrono::DateTime<chrono::Utc>) -> String {
+    at.map_or_else(
+        || "-".to_owned(),
+        |at| {
+            format!(
+                "{} ago",
+                human((now - at).num_milliseconds() as f64 / 1000.0)
+            )
+        },
+    )
+}
+
+/// Prints `value` as one line of JSON.
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let line = serde_json::to_string(value).map_err(Error::backend)?;
+    println!("{line}");
+    Ok(())
 }
 
 async fn status(engine: &Engine, json: bool) -> Result<()> {
     let statuses = engine.status().await?;
     if json {
-        let all: Vec<_> = statuses.iter().map(status_json).collect();
-        println!("{}", serde_json::Value::Array(all));
-        return Ok(());
+        return print_json(&statuses);
     }
-    println!(
-        "{:<24} {:<11} {:<10} {:>16} {:>16} {:>10} {:>12}",
-        "SUBSCRIPTION", "KIND", "STATE", "CHECKPOINT", "HEAD", "LAG", "DEAD LETTERS"
-    );
+    let now = chrono::Utc::now();
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_header([
+            "SUBSCRIPTION",
+            "KIND",
+            "STATE",
+            "CHECKPOINT",
+            "HEAD",
+            "LAG",
+            "BEHIND BY",
+            "MOVED",
+            "DEAD LETTERS",
+        ]);
     for s in &statuses {
-        println!(
-            "{:<24} {:<11} {:<10} {:>16} {:>16} {:>10} {:>12}",
-            s.name,
-            s.kind,
+        let behind = if s.lag == 0 {
+            "-".to_owned()
+        } else {
+            human(s.lag_seconds)
+        };
+        table.add_row([
+            s.name.clone(),
+            s.kind.to_owned(),
             s.state.to_string(),
-            s.checkpoint.to_string(),
-            s.head.to_string(),
-            s.lag,
-            s.dead_letters
-        );
+            s.checkpoint.sequence().to_string(),
+            s.head.sequence().to_string(),
+            s.lag.to_string(),
+            behind,
+            ago(s.checkpoint_at, now),
+            s.dead_letters.to_string(),
+        ]);
+    }
+    for column in table.column_iter_mut().skip(3) {
+        column.set_cell_alignment(comfy_table::CellAlignment::Right);
+    }
+    println!("{table}");
+    for s in &statuses {
         if let Some(error) = &s.error {
-            println!("  halted: {error}");
+            println!("{} {}: {error}", s.name, s.state);
+            if s.state == SubscriptionState::Halted {
+                println!(
+                    "  the event it stopped on can be skipped into the dead letters: `skip {}`",
+                    s.name
+                );
+            }
+        }
+        if let Some(at) = s.unfinished_rebuild {
+            println!(
+                "{}: an interrupted rebuild stands at event {} (`rebuild {}` resumes it, `--discard` drops it)",
+                s.name,
+                at.sequence(),
+                s.name
+            );
         }
     }
     Ok(())
@@ -282,12 +377,14 @@ async fn run(engine: &Engine, kind: Option<&str>) -> Result<()> {
 
 /// Progress on a terminal: a bar with rate and ETA; otherwise a line every few seconds.
 struct Progress {
+    label: String,
     bar: Option<ProgressBar>,
+    started: Instant,
     last_line: Option<Instant>,
 }
 
 impl Progress {
-    fn new(name: &str) -> Self {
+    fn new(label: String) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(0);
             let style = ProgressStyle::with_template(
@@ -296,39 +393,39 @@ impl Progress {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
             bar.set_style(style);
-            bar.set_message(format!("rebuilding {name}"));
+            bar.set_message(label.clone());
             bar
         });
         Self {
+            label,
             bar,
+            started: Instant::now(),
             last_line: None,
         }
     }
 
-    fn update(&mut self, p: &RebuildProgress, started: Instant) {
+    /// `done` of `total` global event numbers; `last` forces a line.
+    fn update(&mut self, done: u64, total: u64, last: bool) {
         if let Some(bar) = &self.bar {
-            bar.set_length(p.total);
-            bar.set_position(p.done);
+            bar.set_length(total);
+            bar.set_position(done);
             return;
         }
-        if self
-            .last_line
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(2))
-            && !p.swapped
+        if !last
+            && self
+                .last_line
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(2))
         {
             return;
         }
         self.last_line = Some(Instant::now());
-        let rate = p.done as f64 / started.elapsed().as_secs_f64().max(0.001);
-        let left = p.total.saturating_sub(p.done) as f64 / rate.max(1.0);
+        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        let left = total.saturating_sub(done) as f64 / rate.max(1.0);
         eprintln!(
-            "rebuild {}: {}/{} events ({:.0}%), {:.0} events/s, ETA {:.0}s",
-            p.projection,
-            p.done,
-            p.total,
-            100.0 * p.done as f64 / p.total.max(1) as f64,
-            rate,
-            left
+            "{}: {done}/{total} events ({:.0}%), {rate:.0} events/s, ETA {}",
+            self.label,
+            100.0 * done as f64 / total.max(1) as f64,
+            human(left)
         );
     }
 
@@ -337,23 +434,56 @@ impl Progress {
             bar.finish();
         }
     }
+
+    fn abandon(&self) {
+        if let Some(bar) = &self.bar {
+            bar.abandon();
+        }
+    }
 }
 
-async fn rebuild(engine: &Engine, name: &str) -> Result<()> {
+async fn rebuild(engine: &Engine, name: &str, skip_failures: bool) -> Result<()> {
     if let Some(at) = engine.rebuild_checkpoint(name).await? {
         println!(
-            "resuming the unfinished rebuild of {name} from {at} (use --discard to start over)"
+            "resuming the unfinished rebuild of {name} from event {} (use --discard to start over)",
+            at.sequence()
         );
     }
-    let started = Instant::now();
-    let mut progress = Progress::new(name);
-    let result = engine.rebuild(name, |p| progress.update(p, started)).await;
-    progress.finish();
+    let mut progress = Progress::new(format!("rebuilding {name}"));
+    let options = RebuildOptions::default().skip_failures(skip_failures);
+    // The rebuild future is dropped on a signal: its open shadow batch rolls back and its
+    // lease is released, so nothing is left claiming to run.
+    let outcome = tokio::select! {
+        result = engine.rebuild_with(name, &options, |p| progress.update(p.done, p.total, p.swapped)) => Some(result),
+        () = shutdown_signal() => None,
+    };
+    let Some(result) = outcome else {
+        progress.abandon();
+        let at = engine.rebuild_checkpoint(name).await?;
+        let at = at.map_or_else(
+            || "the start".to_owned(),
+            |at| format!("event {}", at.sequence()),
+        );
+        println!(
+            "interrupted: the rebuild of {name} stopped at {at}; the live tables were not touched"
+        );
+        println!("run `rebuild {name}` again to resume, or `rebuild {name} --discard` to drop it");
+        return Err(Error::Interrupted(format!("rebuild of {name}")));
+    };
+    match &result {
+        Ok(_) => progress.finish(),
+        Err(_) => progress.abandon(),
+    }
     let at = result?;
+    let letters = engine.dead_letters(Some(name)).await?.len();
     println!(
-        "rebuilt {name} and swapped it in at {at} in {:.1}s; live workers continue from there",
-        started.elapsed().as_secs_f64()
+        "rebuilt {name} and swapped it in at event {} in {}; live workers continue from there",
+        at.sequence(),
+        human(progress.started.elapsed().as_secs_f64())
     );
+    if letters > 0 {
+        println!("{letters} dead letters (`dead-letters list --projection {name}`)");
+    }
     Ok(())
 }
 
@@ -381,21 +511,66 @@ async fn reset(engine: &Engine, name: &str, yes: bool) -> Result<()> {
     }
     engine.reset(name).await?;
     let head = engine.store().head().await?;
-    println!("reset {name}; replaying up to {head}");
-    let running = engine.start();
-    let caught_up = running
-        .wait_until_caught_up(head, Duration::from_secs(24 * 3600))
-        .await;
+    println!(
+        "reset {name}; replaying the log up to event {}",
+        head.sequence()
+    );
+    let _ = std::io::stdout().flush();
+    let running = engine.start_where(|n, _| n == name);
+    let mut progress = Progress::new(format!("replaying {name}"));
+    let outcome = {
+        let caught_up = running.wait_until_caught_up(head, Duration::from_secs(24 * 3600));
+        tokio::pin!(caught_up);
+        let signal = shutdown_signal();
+        tokio::pin!(signal);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                result = &mut caught_up => break Some(result),
+                () = &mut signal => break None,
+                _ = tick.tick() => {
+                    let statuses = running.status().await;
+                    if let Some(s) = statuses.iter().flatten().find(|s| s.name == name) {
+                        progress.update(s.checkpoint.sequence(), head.sequence(), false);
+                    }
+                }
+            }
+        }
+    };
     running.shutdown().await;
-    caught_up?;
-    println!("replayed {name} up to {head}");
+    let Some(result) = outcome else {
+        progress.abandon();
+        let at = engine
+            .status()
+            .await?
+            .into_iter()
+            .find(|s| s.name == name)
+            .map_or(0, |s| s.checkpoint.sequence());
+        println!(
+            "interrupted: {name} replayed up to event {at} of {}; `run` continues from there",
+            head.sequence()
+        );
+        return Err(Error::Interrupted(format!("replay of {name}")));
+    };
+    match &result {
+        Ok(()) => {
+            progress.update(head.sequence(), head.sequence(), true);
+            progress.finish();
+        }
+        Err(_) => progress.abandon(),
+    }
+    result?;
+    println!("replayed {name} up to event {}", head.sequence());
     Ok(())
 }
 
 async fn dead_letters(engine: &Engine, command: DeadLetterCommand) -> Result<()> {
     match command {
-        DeadLetterCommand::List { projection } => {
+        DeadLetterCommand::List { projection, json } => {
             let letters = engine.dead_letters(projection.as_deref()).await?;
+            if json {
+                return print_json(&letters);
+            }
             if letters.is_empty() {
                 println!("no dead letters");
             }

@@ -8,7 +8,7 @@
 //! `status`, `run`, `relay`, `rebuild`, `reset`, `dead-letters`. With `--nats-url` (or
 //! `NATS_URL`) a relay publishes the account and customer events to NATS JetStream.
 
-use std::time::Duration;
+use std::{io::IsTerminal, time::Duration};
 
 use annals_nats::{NatsOptions, Relay, RelayOptions};
 use annals_projections::{
@@ -39,8 +39,18 @@ struct Cli {
     /// `NATS_CERT`, `NATS_KEY` (each secret also as `<VAR>_FILE`).
     #[arg(long, global = true, env = "NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
+    /// Log format on standard error: `text` (coloured only on a terminal) or `json` (one
+    /// object per line, for log shippers). The level comes from RUST_LOG (default: warn).
+    #[arg(long, global = true, env = "BANK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,33 +76,70 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionCommand,
     },
+    /// Print a shell completion script (`bank completions bash > /etc/bash_completion.d/bank`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     #[command(flatten)]
     Ops(ProjectionCommand),
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Output piped into `head` ends quietly when the reader goes, as Unix tools do, instead
+    // of a panic on the broken pipe.
+    sigpipe::reset();
     match run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             // Once, with its causes, and no backtrace (RUST_BACKTRACE is for panics).
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", report(&error));
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+/// The error and its causes on one line, each cause once: many errors already print their
+/// source in their own message, and `{:#}` would repeat it.
+fn report(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Logs on standard error, without colour codes unless it is a terminal.
+fn init_logs(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
+    init_logs(cli.log_format);
     let nats = nats_options(cli.nats_url.as_deref())?;
     let command = cli.command.unwrap_or(Command::Scenario);
+    if let Command::Completions { shell } = command {
+        clap_complete::generate(shell, &mut Cli::command(), "bank", &mut std::io::stdout());
+        return Ok(());
+    }
     // The demo never writes to a database found in the environment by accident.
     let from_env = matches.value_source("database_url") == Some(ValueSource::EnvVariable);
     let database_url = match command {
@@ -140,6 +187,7 @@ async fn run() -> anyhow::Result<()> {
                 .consume(bank::statements::consumer(nats));
             Ok(execute(&engine, command).await?)
         }
+        (Command::Completions { .. }, _) => Ok(()),
         (Command::Ops(_), None) => {
             anyhow::bail!("this command needs a database: --database-url or DATABASE_URL")
         }
