@@ -323,6 +323,21 @@ pub trait EventStore: Send + Sync {
     /// [`Error::Backend`](crate::Error::Backend) when the store fails.
     fn head(&self) -> impl Future<Output = Result<Position>> + Send;
 
+    /// When the event at `position` was recorded (`None` for [`Position::START`], a
+    /// position no event has, or a store that does not say). Status reports use it for the
+    /// time of the head's and a checkpoint's event.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`](crate::Error::Backend) when the store fails.
+    fn recorded_at(
+        &self,
+        position: Position,
+    ) -> impl Future<Output = Result<Option<chrono::DateTime<chrono::Utc>>>> + Send {
+        let _ = position;
+        async { Ok(None) }
+    }
+
     /// The stream's current version (0 when it does not exist).
     ///
     /// # Errors

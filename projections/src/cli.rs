@@ -278,6 +278,14 @@ async fn status(engine: &Engine, json: bool) -> Result<()> {
         return print_json(&statuses);
     }
     let now = chrono::Utc::now();
+    if let Some(at) = statuses.iter().find_map(|s| s.last_event_at) {
+        let head = engine.store().head().await?;
+        println!(
+            "log head: event {}, recorded {}",
+            head.sequence(),
+            ago(Some(at), now)
+        );
+    }
     let mut table = comfy_table::Table::new();
     table
         .load_preset(comfy_table::presets::NOTHING)
@@ -306,6 +314,7 @@ async fn status(engine: &Engine, json: bool) -> Result<()> {
             s.head.sequence().to_string(),
             s.lag.to_string(),
             behind,
+            ago(s.checkpoint_event_at, now),
             ago(s.checkpoint_at, now),
             s.dead_letters.to_string(),
         ]);

@@ -221,6 +221,8 @@ where
         let records = checkpoints.checkpoints().await?;
         let letters = checkpoints.dead_letters(None).await?;
         let head = self.inner.store.head().await?;
+        let store = &self.inner.store;
+        let last_event_at = store.recorded_at(head).await?;
         let now = chrono::Utc::now();
         let mut statuses = Vec::new();
         for entry in &self.inner.entries {
@@ -260,6 +262,11 @@ where
                     (state, checkpoint, head, lag)
                 }
             };
+            let checkpoint_event_at = match entry.reads() {
+                Some(_) if checkpoint == head => last_event_at,
+                Some(_) => store.recorded_at(checkpoint).await?,
+                None => None,
+            };
             let oldest_pending_at = match entry.reads() {
                 Some(types) if lag > 0 => self.oldest_pending(checkpoint, types).await?,
                 _ => None,
@@ -273,6 +280,8 @@ where
                 checkpoint,
                 head,
                 lag,
+                last_event_at,
+                checkpoint_event_at,
                 checkpoint_at: record.map(|r| r.updated_at),
                 oldest_pending_at,
                 lag_seconds,

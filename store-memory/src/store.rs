@@ -9,6 +9,7 @@ use annals_core::{
     ReadStream, RecordedEvent, Repeat, Result, Snapshot, SnapshotStore, StoredAt, StreamAppend,
     StreamVersion,
 };
+use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 /// The in-memory store. Cheap to clone: clones share the same data.
@@ -240,6 +241,15 @@ impl EventStore for MemoryEventStore {
 
     async fn head(&self) -> Result<Position> {
         Ok(self.lock().head())
+    }
+
+    async fn recorded_at(&self, position: Position) -> Result<Option<DateTime<Utc>>> {
+        let inner = self.lock();
+        Ok(inner
+            .log
+            .binary_search_by_key(&position, |e| e.position)
+            .ok()
+            .map(|i| inner.log[i].recorded_at))
     }
 
     async fn stream_version(&self, stream_id: &str) -> Result<u64> {

@@ -1,5 +1,7 @@
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use annals_core::{
     AppendResult, EventStore, Position, ReadAll, ReadStream, RecordedEvent, Result, StreamAppend,
 };
@@ -31,6 +33,17 @@ impl EventStore for PgEventStore {
 
     async fn head(&self) -> Result<Position> {
         self.head_position().await
+    }
+
+    async fn recorded_at(&self, position: Position) -> Result<Option<DateTime<Utc>>> {
+        if position == Position::START {
+            return Ok(None);
+        }
+        sqlx::query_scalar(&self.inner.sql.recorded_at)
+            .bind(i64::try_from(position.sequence()).unwrap_or(i64::MAX))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(crate::error::from_sqlx)
     }
 
     async fn stream_version(&self, stream_id: &str) -> Result<u64> {

@@ -380,8 +380,15 @@ async fn status_has_times_and_json_numbers() {
             "checkpoint ahead of head: {s}"
         );
     }
+    assert!(
+        s["last_event_at"].is_string() && s["checkpoint_event_at"] == s["last_event_at"],
+        "caught up: the checkpoint's event is the newest: {s}"
+    );
     let said = ok(&url, &["status"]);
-    assert!(said.contains(" ago"), "{said}");
+    assert!(
+        said.contains("log head: event") && said.contains(" ago"),
+        "{said}"
+    );
     sigint(&run);
     run.wait_with_output().expect("run");
     assert_eq!(

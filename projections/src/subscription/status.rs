@@ -62,6 +62,11 @@ pub struct SubscriptionStatus {
     pub head: Position,
     /// Head minus checkpoint, in global sequence numbers (0 when caught up).
     pub lag: u64,
+    /// When the newest event a reader can see (the head's) was recorded.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// When the event at the checkpoint was recorded: everything recorded up to about then
+    /// is handled (`None` at the start, and for a bus subscription).
+    pub checkpoint_event_at: Option<DateTime<Utc>>,
     /// When the checkpoint last moved (`None` before the first batch).
     pub checkpoint_at: Option<DateTime<Utc>>,
     /// When the oldest event it has yet to handle was recorded (`None` when caught up, and

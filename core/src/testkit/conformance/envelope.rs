@@ -85,6 +85,11 @@ pub async fn envelope_round_trip<S: EventStore>(store: S) {
             r0.recorded_at >= before
                 && r0.recorded_at <= chrono::Utc::now() + chrono::Duration::seconds(5)
         );
+        assert_eq!(
+            store.recorded_at(r0.position).await.expect("recorded_at"),
+            Some(r0.recorded_at),
+            "recorded_at by position differs from the event's"
+        );
         assert_eq!(r1.event_id, binary.event_id);
         assert_eq!(r1.encoding, Encoding::Postcard);
         assert_eq!(

@@ -1,0 +1,1 @@
+SELECT recorded_at FROM {schema}.events WHERE global_position = $1
