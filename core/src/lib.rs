@@ -21,7 +21,9 @@ pub use envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
 pub use error::{BoxError, Error, Result};
 pub use position::Position;
 pub use repeat::{check_repeat, Repeat, StoredAt};
-pub use repository::{ExecuteError, Executed, Loaded, Repository, RepositoryOptions};
+pub use repository::{
+    command_event_id, ExecuteError, Executed, Loaded, Repository, RepositoryOptions,
+};
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::{
     check_appends, check_stream_id, AppendResult, Direction, EventStore, ExpectedVersion, ReadAll,

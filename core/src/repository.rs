@@ -3,10 +3,15 @@ use std::{marker::PhantomData, sync::Arc};
 use serde::{de::DeserializeOwned, Serialize};
 use tracing::{debug, field, warn, Instrument};
 
+use uuid::Uuid;
+
+pub use self::once::command_event_id;
 use crate::{
     decode_event, encode_event, Aggregate, Encoding, Envelope, Error, EventStore, ExpectedVersion,
     Metadata, Position, ReadStream, RecordedEvent, Result, Snapshot, SnapshotStore, Upcasters,
 };
+
+mod once;
 
 /// How a [`Repository`] snapshots, retries and encodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +94,10 @@ pub struct Executed<A: Aggregate> {
     pub position: Option<Position>,
     /// How many conflicts were retried.
     pub retries: u32,
+    /// The command (by its id, see [`Repository::execute_once`]) had been applied before:
+    /// `events`, `version` and `position` are that application's, recorded in the stream,
+    /// and `state` is the aggregate's current state. Nothing was decided or appended now.
+    pub repeated: bool,
 }
 
 /// Why a command did not succeed: the aggregate said no, or the store failed.
@@ -274,7 +283,7 @@ where
             version = field::Empty,
             retries = field::Empty,
         );
-        self.run(&stream_id, command, metadata)
+        self.run(&stream_id, command, metadata, None)
             .instrument(span)
             .await
     }
@@ -284,6 +293,7 @@ where
         stream_id: &str,
         command: A::Command,
         metadata: Metadata,
+        command_id: Option<Uuid>,
     ) -> Result<Executed<A>, ExecuteError<A::Error>>
     where
         A::Command: Clone,
@@ -293,6 +303,18 @@ where
             let Loaded {
                 mut state, version, ..
             } = self.load_stream(stream_id).await?;
+            if let Some(command_id) = command_id {
+                if let Some(done) = self.applied(stream_id, command_id).await? {
+                    return Ok(Executed {
+                        state,
+                        version: done.version,
+                        events: done.events,
+                        position: Some(done.position),
+                        retries,
+                        repeated: true,
+                    });
+                }
+            }
             let decided = {
                 let _handle = tracing::debug_span!("annals.handle", version).entered();
                 state.handle(command.clone())
@@ -305,13 +327,19 @@ where
                     events,
                     position: None,
                     retries,
+                    repeated: false,
                 });
             }
             let new_events = events
                 .iter()
-                .map(|e| {
-                    encode_event(e, self.options.event_encoding)
-                        .map(|n| n.with_metadata(metadata.clone()))
+                .zip(0u32..)
+                .map(|(e, index)| {
+                    let mut event = encode_event(e, self.options.event_encoding)?
+                        .with_metadata(metadata.clone());
+                    if let Some(command_id) = command_id {
+                        event.event_id = command_event_id(command_id, index);
+                    }
+                    Ok(event)
                 })
                 .collect::<Result<Vec<_>>>()?;
             let appended = self
@@ -335,7 +363,16 @@ where
                         events,
                         position: Some(appended.position),
                         retries,
+                        repeated: false,
                     });
+                }
+                // Another attempt of the same command got there first (a retry racing
+                // the original): answer with what it recorded.
+                Err(Error::DuplicateEvent { .. })
+                    if command_id.is_some() && retries < self.options.max_conflict_retries =>
+                {
+                    debug!("the command was applied concurrently; reading its outcome");
+                    retries += 1;
                 }
                 Err(e) if e.is_conflict() && retries < self.options.max_conflict_retries => {
                     retries += 1;

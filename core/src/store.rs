@@ -323,6 +323,24 @@ pub trait EventStore: Send + Sync {
     /// [`Error::Backend`](crate::Error::Backend) when the store fails.
     fn head(&self) -> impl Future<Output = Result<Position>> + Send;
 
+    /// The event `event_id` if it is stored in stream `stream_id`. A repository looks up a
+    /// command's first event this way to answer a repeated command with its recorded
+    /// outcome. The default reads the whole stream; stores override it with an index.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`](crate::Error::Backend) when the store fails.
+    fn event_by_id(
+        &self,
+        stream_id: &str,
+        event_id: uuid::Uuid,
+    ) -> impl Future<Output = Result<Option<RecordedEvent>>> + Send {
+        async move {
+            let events = self.read_stream(stream_id, ReadStream::all()).await?;
+            Ok(events.into_iter().find(|e| e.event_id == event_id))
+        }
+    }
+
     /// When the event at `position` was recorded (`None` for [`Position::START`], a
     /// position no event has, or a store that does not say). Status reports use it for the
     /// time of the head's and a checkpoint's event.

@@ -243,6 +243,20 @@ impl EventStore for MemoryEventStore {
         Ok(self.lock().head())
     }
 
+    async fn event_by_id(
+        &self,
+        stream_id: &str,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<RecordedEvent>> {
+        let inner = self.lock();
+        Ok(inner
+            .event_ids
+            .get(&event_id)
+            .map(|&i| &inner.log[i])
+            .filter(|e| e.stream_id == stream_id)
+            .cloned())
+    }
+
     async fn recorded_at(&self, position: Position) -> Result<Option<DateTime<Utc>>> {
         let inner = self.lock();
         Ok(inner

@@ -1,10 +1,9 @@
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-
 use annals_core::{
     AppendResult, EventStore, Position, ReadAll, ReadStream, RecordedEvent, Result, StreamAppend,
 };
+use chrono::{DateTime, Utc};
 
 use crate::{append::On, listen::nap, PgEventStore};
 
@@ -33,6 +32,14 @@ impl EventStore for PgEventStore {
 
     async fn head(&self) -> Result<Position> {
         self.head_position().await
+    }
+
+    async fn event_by_id(
+        &self,
+        stream_id: &str,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<RecordedEvent>> {
+        self.event_row(stream_id, event_id).await
     }
 
     async fn recorded_at(&self, position: Position) -> Result<Option<DateTime<Utc>>> {

@@ -168,6 +168,20 @@ impl PgEventStore {
         events_from_rows(&rows)
     }
 
+    pub(crate) async fn event_row(
+        &self,
+        stream_id: &str,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<RecordedEvent>> {
+        let rows = sqlx::query(&self.inner.sql.event_by_id)
+            .bind(event_id)
+            .bind(stream_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(events_from_rows(&rows)?.pop())
+    }
+
     pub(crate) async fn head_position(&self) -> Result<Position> {
         let row = sqlx::query(&self.inner.sql.head)
             .fetch_optional(&self.pool)

@@ -10,7 +10,8 @@
 //!
 //! The checks are grouped by concept: expected versions and atomicity (`versions`),
 //! reads of streams and of the global log (`reads`), what storage keeps and refuses
-//! (`envelope`), idempotent appends (`idempotency`), snapshots (`snapshots`), and
+//! (`envelope`), idempotent appends (`idempotency`), snapshots (`snapshots`), commands
+//! with ids through a repository (`commands`), and
 //! concurrent writers of every kind against a tailing reader (`torture`).
 
 use std::{
@@ -22,6 +23,7 @@ use uuid::Uuid;
 
 use crate::{AppendResult, Encoding, Error, EventStore, NewEvent, Position, SnapshotStore};
 
+mod commands;
 mod envelope;
 mod idempotency;
 mod reads;
@@ -29,6 +31,7 @@ mod snapshots;
 mod torture;
 mod versions;
 
+pub use commands::commands_with_ids_apply_once;
 pub use envelope::{envelope_round_trip, invalid_input_writes_nothing, stream_id_limits};
 pub use idempotency::{idempotent_appends, repeats_that_are_not_the_same_append};
 pub use reads::{global_order_and_filters, head_position, live_waiting, stream_reads};
@@ -67,6 +70,7 @@ where
     repeats_that_are_not_the_same_append(fresh_store().await).await;
     snapshots(fresh_store().await).await;
     snapshot_past_the_end_is_ignored(fresh_store().await).await;
+    commands_with_ids_apply_once(fresh_store().await).await;
     concurrent_appends_with_tailing_reader(fresh_store().await, 8, 40).await;
 }
 
