@@ -324,6 +324,14 @@ async fn status(engine: &Engine, json: bool) -> Result<()> {
     }
     println!("{table}");
     for s in &statuses {
+        if !s.details.is_empty() {
+            let figures: Vec<String> = s
+                .details
+                .iter()
+                .map(|(k, v)| format!("{} {v}", k.replace('_', " ")))
+                .collect();
+            println!("{}: {}", s.name, figures.join(", "));
+        }
         if let Some(error) = &s.error {
             println!("{} {}: {error}", s.name, s.state);
             if s.state == SubscriptionState::Halted {

@@ -286,6 +286,12 @@ where
                 oldest_pending_at,
                 lag_seconds,
                 unfinished_rebuild,
+                details: entry
+                    .details()
+                    .await
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
                 dead_letters: letters.iter().filter(|d| d.projection == name).count(),
                 events_per_second: 0.0,
                 error,

@@ -9,6 +9,7 @@ mod memory;
 mod policy;
 #[cfg(feature = "postgres")]
 mod postgres;
+pub mod process;
 mod projection;
 mod rebuild;
 pub mod store;
@@ -22,10 +23,14 @@ pub use memory::{MemoryCheckpoints, MemoryLease, MemoryTx};
 pub use policy::{FailurePolicy, RetryPolicy};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgCheckpoints, PgLease, PgTx};
+pub use process::{
+    DispatchError, Dispatched, Dispatcher, Input, ProcessManager, ProcessRuntime, TimerChange,
+};
 pub use projection::{setup_failure, HandlerError, Projection};
 pub use rebuild::{RebuildOptions, RebuildProgress};
 pub use store::{
-    CheckpointRecord, CheckpointStore, Checkpoints, DeadLetter, DeadLetters, Leases, Rebuilds,
+    CheckpointRecord, CheckpointStore, Checkpoints, DeadLetter, DeadLetters, Leases, ProcessStore,
+    Rebuilds, Timer,
 };
 pub use subscription::{
     BusProgress, BusSubscription, Failure, Subscriber, SubscriptionState, SubscriptionStatus,

@@ -6,12 +6,13 @@ use std::{
 };
 
 use annals_core::Position;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
 use crate::{
-    CheckpointRecord, Checkpoints, DeadLetter, DeadLetters, Error, Leases, Rebuilds, Result,
+    CheckpointRecord, Checkpoints, DeadLetter, DeadLetters, Error, Leases, ProcessStore, Rebuilds,
+    Result, Timer,
 };
 
 /// In-process checkpoints, dead letters, leases and read-model tables (rows are serde
@@ -38,6 +39,8 @@ struct State {
     next_dead_letter: i64,
     leases: HashMap<String, u64>,
     next_lease: u64,
+    timers: BTreeMap<(String, String, String), Timer>,
+    instances: HashMap<(String, String), bool>,
 }
 
 type Key = (String, String);
@@ -414,5 +417,85 @@ impl Rebuilds for MemoryCheckpoints {
         state.checkpoints.remove(projection);
         state.dead_letters.retain(|_, d| d.projection != projection);
         Ok(())
+    }
+}
+
+impl ProcessStore for MemoryCheckpoints {
+    async fn put_timer(&self, timer: &Timer) -> Result<()> {
+        let key = (
+            timer.process.clone(),
+            timer.instance.clone(),
+            timer.name.clone(),
+        );
+        let mut state = lock(&self.state);
+        match state.timers.get(&key) {
+            Some(stored) if stored.version >= timer.version => {}
+            _ => {
+                state.timers.insert(key, timer.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn claim_due_timers(
+        &self,
+        process: &str,
+        now: DateTime<Utc>,
+        claim_for: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<Timer>> {
+        let until = now + chrono::Duration::from_std(claim_for).unwrap_or(chrono::Duration::MAX);
+        let mut state = lock(&self.state);
+        let mut due: Vec<&mut Timer> = state
+            .timers
+            .values_mut()
+            .filter(|t| t.process == process && t.due_at.is_some_and(|at| at <= now))
+            .collect();
+        due.sort_by_key(|t| t.due_at);
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|t| {
+                let claimed = t.clone();
+                t.due_at = Some(until);
+                claimed
+            })
+            .collect())
+    }
+
+    async fn timer_fired(&self, timer: &Timer) -> Result<()> {
+        let key = (
+            timer.process.clone(),
+            timer.instance.clone(),
+            timer.name.clone(),
+        );
+        if let Some(stored) = lock(&self.state).timers.get_mut(&key) {
+            if stored.version == timer.version {
+                stored.due_at = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn put_instance(&self, process: &str, instance: &str, open: bool) -> Result<()> {
+        lock(&self.state)
+            .instances
+            .insert((process.to_owned(), instance.to_owned()), open);
+        Ok(())
+    }
+
+    async fn process_counts(&self, process: &str) -> Result<(u64, u64)> {
+        let state = lock(&self.state);
+        let open = state
+            .instances
+            .iter()
+            .filter(|((p, _), open)| p == process && **open)
+            .count();
+        let timers = state
+            .timers
+            .values()
+            .filter(|t| t.process == process && t.due_at.is_some())
+            .count();
+        Ok((open as u64, timers as u64))
     }
 }

@@ -13,6 +13,7 @@ use crate::{CheckpointRecord, Checkpoints, Error, Result};
 
 mod dead_letters;
 mod leases;
+mod processes;
 mod rebuilds;
 
 pub use leases::PgLease;
@@ -47,6 +48,11 @@ struct Queries {
     delete_dead_letters: String,
     move_dead_letters: String,
     streams_with_dead_letters: String,
+    put_timer: String,
+    claim_timers: String,
+    timer_fired: String,
+    put_instance: String,
+    process_counts: String,
 }
 
 fn sqlx_err(e: sqlx::Error) -> Error {
@@ -91,6 +97,11 @@ impl PgCheckpoints {
                 streams_with_dead_letters: q(include_str!(
                     "postgres/streams_with_dead_letters.sql"
                 )),
+                put_timer: q(include_str!("postgres/put_timer.sql")),
+                claim_timers: q(include_str!("postgres/claim_timers.sql")),
+                timer_fired: q(include_str!("postgres/timer_fired.sql")),
+                put_instance: q(include_str!("postgres/put_instance.sql")),
+                process_counts: q(include_str!("postgres/process_counts.sql")),
             }),
         }
     }

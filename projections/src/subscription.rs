@@ -118,6 +118,21 @@ pub trait Subscriber<C: Checkpoints>: Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// Work the subscription does besides reading the log, run by its active worker at
+    /// most every [`idle_wait`](crate::EngineOptions::idle_wait) while it holds the lease
+    /// (a process manager fires its due timers here). [`Failure::Unavailable`] restarts
+    /// the worker; other failures are logged and the work is tried again next time.
+    /// Default: nothing.
+    fn tick(&self) -> impl Future<Output = Result<(), Failure>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Figures `status` shows for it besides lag (a process manager's open instances and
+    /// pending timers). Default: none.
+    fn details(&self) -> impl Future<Output = Vec<(&'static str, u64)>> + Send {
+        async { Vec::new() }
+    }
+
     /// The effect inside the batch's transaction (read-model writes), committed with the
     /// checkpoint: exactly once. Default: nothing.
     fn apply(

@@ -146,3 +146,142 @@ mod postgres {
         }
     }
 }
+
+pub use self::process::{ProcessTest, Step};
+
+mod process {
+    use std::{collections::BTreeMap, time::Duration};
+
+    use annals_core::{Envelope, Metadata, Position};
+
+    use crate::{Input, ProcessManager, TimerChange};
+
+    /// Given/when/then for a [`ProcessManager`], pure (no store, no runtime) and with a
+    /// virtual clock: given its past decisions, when an event arrives, a command is refused
+    /// or time passes, then these decisions, commands and timers.
+    ///
+    /// ```
+    /// # use annals_projections::{testkit::ProcessTest, Input, ProcessManager, TimerChange};
+    /// # fn demo<P: ProcessManager>(started: P::Event, event: P::Observed) {
+    /// let mut transfer = ProcessTest::<P>::given([started]);
+    /// let step = transfer.when_event("account-ada", event);
+    /// // step.decisions, step.commands; then let the clock run:
+    /// let fired = transfer.advance(std::time::Duration::from_secs(30));
+    /// # }
+    /// ```
+    #[derive(Debug)]
+    pub struct ProcessTest<P: ProcessManager> {
+        state: P,
+        now: Duration,
+        timers: BTreeMap<String, Duration>,
+    }
+
+    /// What one input led to.
+    #[derive(Debug)]
+    pub struct Step<P: ProcessManager> {
+        /// The decisions recorded.
+        pub decisions: Vec<P::Event>,
+        /// The commands they send, in order.
+        pub commands: Vec<P::Command>,
+    }
+
+    impl<P: ProcessManager> ProcessTest<P> {
+        /// An instance whose stream holds `decisions` (their timers set at time zero).
+        pub fn given(decisions: impl IntoIterator<Item = P::Event>) -> Self {
+            let mut test = Self {
+                state: P::default(),
+                now: Duration::ZERO,
+                timers: BTreeMap::new(),
+            };
+            for decision in decisions {
+                test.record(&decision);
+            }
+            test
+        }
+
+        fn record(&mut self, decision: &P::Event) {
+            self.state.apply(decision);
+            for change in P::timers(decision) {
+                match change {
+                    TimerChange::Set { name, after } => {
+                        self.timers.insert(name, self.now + after);
+                    }
+                    TimerChange::Cancel { name } => {
+                        self.timers.remove(&name);
+                    }
+                }
+            }
+        }
+
+        /// Decides on `input` and records the decisions.
+        pub fn when(&mut self, input: Input<P::Observed, P::Command>) -> Step<P> {
+            let decisions = self.state.decide(&input);
+            for decision in &decisions {
+                self.record(decision);
+            }
+            let commands = decisions.iter().flat_map(P::commands).collect();
+            Step {
+                decisions,
+                commands,
+            }
+        }
+
+        /// [`when`](ProcessTest::when) an event of stream `stream_id` arrives.
+        pub fn when_event(&mut self, stream_id: &str, event: P::Observed) -> Step<P> {
+            let envelope = Envelope {
+                event_id: uuid::Uuid::now_v7(),
+                stream_id: stream_id.to_owned(),
+                stream_version: 1,
+                position: Position::START,
+                event_type: String::new(),
+                schema_version: 1,
+                recorded_at: chrono::Utc::now(),
+                metadata: Metadata::default(),
+                payload: event,
+            };
+            self.when(Input::Event(envelope))
+        }
+
+        /// [`when`](ProcessTest::when) its target refuses `command`.
+        pub fn when_rejected(&mut self, command: P::Command, reason: &str) -> Step<P> {
+            self.when(Input::Rejected {
+                command,
+                reason: reason.to_owned(),
+            })
+        }
+
+        /// Moves the virtual clock on by `by`, firing the timers that fall due, in order
+        /// (each at most once, as the runtime does when nothing crashes).
+        pub fn advance(&mut self, by: Duration) -> Vec<Step<P>> {
+            let until = self.now + by;
+            let mut fired = Vec::new();
+            loop {
+                let next = self
+                    .timers
+                    .iter()
+                    .filter(|(_, due)| **due <= until)
+                    .min_by_key(|(_, due)| **due)
+                    .map(|(name, due)| (name.clone(), *due));
+                let Some((name, due)) = next else { break };
+                self.timers.remove(&name);
+                self.now = due;
+                fired.push(self.when(Input::Timer { name }));
+            }
+            self.now = until;
+            fired
+        }
+
+        /// The instance's state.
+        pub fn state(&self) -> &P {
+            &self.state
+        }
+
+        /// The pending timers, by name, with how long from now each is due.
+        pub fn timers(&self) -> BTreeMap<String, Duration> {
+            self.timers
+                .iter()
+                .map(|(name, due)| (name.clone(), due.saturating_sub(self.now)))
+                .collect()
+        }
+    }
+}

@@ -25,6 +25,9 @@ pub(crate) const TABLE_PRIVILEGES: &[(&str, &str)] = &[
     // Inbox consumers: what they applied (purged by age) and each stream's last version.
     ("inbox", "INSERT, DELETE"),
     ("inbox_streams", "INSERT, UPDATE"),
+    // Process managers: their timers (set, claimed, fired) and open instances.
+    ("process_timers", "INSERT, UPDATE"),
+    ("process_instances", "INSERT, UPDATE"),
     // sqlx's migration bookkeeping: read only (migrate needs the owner).
     ("_sqlx_migrations", ""),
 ];

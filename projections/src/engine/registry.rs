@@ -56,6 +56,10 @@ pub(crate) trait Registered<S, C: CheckpointStore>: Send + Sync {
         let _ = (engine, options, progress);
         Box::pin(async { Err(Error::Unsupported("only projections can be rebuilt")) })
     }
+    /// Figures of its kind for status.
+    fn details(&self) -> BoxFuture<'_, Vec<(&'static str, u64)>> {
+        Box::pin(async { Vec::new() })
+    }
     /// Where a bus subscription stands (`None` for the log's subscriptions, whose
     /// checkpoints say it).
     fn progress(&self) -> BoxFuture<'_, Option<BusProgress>> {
@@ -86,6 +90,10 @@ where
 
     fn reads(&self) -> Option<Option<Vec<String>>> {
         Some(self.0.event_types())
+    }
+
+    fn details(&self) -> BoxFuture<'_, Vec<(&'static str, u64)>> {
+        Box::pin(self.0.details())
     }
 
     fn spawn(
@@ -145,6 +153,10 @@ where
 
     fn reads(&self) -> Option<Option<Vec<String>>> {
         Registered::<S, C>::reads(&self.0)
+    }
+
+    fn details(&self) -> BoxFuture<'_, Vec<(&'static str, u64)>> {
+        Registered::<S, C>::details(&self.0)
     }
 
     fn tables(&self) -> Vec<String> {

@@ -80,6 +80,8 @@ pub struct SubscriptionStatus {
     pub unfinished_rebuild: Option<Position>,
     /// Dead letters recorded for it (parked events included).
     pub dead_letters: usize,
+    /// Figures of its kind (a process manager: `open_instances`, `pending_timers`).
+    pub details: std::collections::BTreeMap<String, u64>,
     /// Recent throughput (0 when not running here).
     pub events_per_second: f64,
     /// Why it halted.

@@ -230,6 +230,7 @@ where
         let batch = self.options.batch_size.max(1);
         let mut lease_checked = Instant::now();
         let mut reported = Instant::now();
+        let mut ticked = Instant::now();
         let mut at_tail = true;
         let mut prefetched: Option<Page> = None;
         info!(%checkpoint, "running");
@@ -245,6 +246,16 @@ where
                     }
                     lease_checked = Instant::now();
                 }
+            }
+            if ticked.elapsed() >= self.options.idle_wait {
+                match self.kind.tick().await {
+                    Ok(()) => {}
+                    Err(failure @ Failure::Unavailable(_)) => {
+                        return Err(unavailable(self.name(), &failure));
+                    }
+                    Err(failure) => warn!(%failure, "tick failed; trying again next time"),
+                }
+                ticked = Instant::now();
             }
             if reported.elapsed() >= PROGRESS_EVERY {
                 let head = self.store.head().await?;
