@@ -51,6 +51,39 @@ pub enum AccountCommand {
     },
     /// Close the account (its balance must be zero).
     Close,
+    /// A transfer's first leg: take `amount` out (refused like a withdrawal).
+    TransferDebit {
+        /// The transfer.
+        transfer: String,
+        /// Amount in cents.
+        amount: Cents,
+    },
+    /// A transfer's second leg: put `amount` in (refused when the account is not open or
+    /// holds another currency).
+    TransferCredit {
+        /// The transfer.
+        transfer: String,
+        /// Amount in cents.
+        amount: Cents,
+        /// The source account's currency.
+        currency: String,
+    },
+    /// Compensation: give a transfer's debit back. Never refused (a compensation must
+    /// succeed): it lands on a closed account too.
+    TransferRefund {
+        /// The transfer.
+        transfer: String,
+        /// Amount in cents.
+        amount: Cents,
+    },
+    /// Compensation: take back a transfer's credit that landed after the transfer was
+    /// given up. Never refused; the balance may go negative.
+    TransferReverse {
+        /// The transfer.
+        transfer: String,
+        /// Amount in cents.
+        amount: Cents,
+    },
 }
 
 /// What happened to an account. The serde names are the persisted event types.
@@ -79,6 +112,55 @@ pub enum AccountEvent {
     /// The account was closed.
     #[serde(rename = "account-closed")]
     Closed,
+    /// A transfer took money out.
+    #[serde(rename = "transfer-debited")]
+    TransferDebited {
+        /// The transfer.
+        transfer: String,
+        /// Amount in cents.
+        amount: Cents,
+        /// The account's currency (the credit must match it).
+        currency: String,
+    },
+    /// A transfer put money in.
+    #[serde(rename = "transfer-credited")]
+    TransferCredited {
+        /// The transfer.
+        transfer: String,
+        /// Amount in cents.
+        amount: Cents,
+    },
+    /// A transfer's debit was given back.
+    #[serde(rename = "transfer-refunded")]
+    TransferRefunded {
+        /// The transfer.
+        transfer: String,
+        /// Amount in cents.
+        amount: Cents,
+    },
+    /// A transfer's late credit was taken back.
+    #[serde(rename = "transfer-reversed")]
+    TransferReversed {
+        /// The transfer.
+        transfer: String,
+        /// Amount in cents.
+        amount: Cents,
+    },
+}
+
+impl AccountEvent {
+    /// How the event changes the balance.
+    pub fn balance_change(&self) -> Cents {
+        match self {
+            AccountEvent::Deposited { amount }
+            | AccountEvent::TransferCredited { amount, .. }
+            | AccountEvent::TransferRefunded { amount, .. } => *amount,
+            AccountEvent::Withdrawn { amount }
+            | AccountEvent::TransferDebited { amount, .. }
+            | AccountEvent::TransferReversed { amount, .. } => -amount,
+            AccountEvent::Opened { .. } | AccountEvent::Closed => 0,
+        }
+    }
 }
 
 impl DomainEvent for AccountEvent {}
@@ -112,9 +194,30 @@ pub enum BankError {
     /// Owner or currency missing.
     #[error("owner and a 3-letter currency are required")]
     InvalidDetails,
+    /// A transfer in another currency.
+    #[error("the account holds {account}, the transfer is in {transfer}")]
+    CurrencyMismatch {
+        /// The account's currency.
+        account: String,
+        /// The transfer's.
+        transfer: String,
+    },
 }
 
 impl BankAccount {
+    /// Checks that `amount` can be taken out (open, positive, covered).
+    fn take(&self, amount: Cents) -> Result<Cents, BankError> {
+        self.ensure_open()?;
+        let amount = positive(amount)?;
+        if amount > self.balance {
+            return Err(BankError::InsufficientFunds {
+                balance: self.balance,
+                requested: amount,
+            });
+        }
+        Ok(amount)
+    }
+
     fn ensure_open(&self) -> Result<(), BankError> {
         match self.status {
             AccountStatus::Open => Ok(()),
@@ -157,23 +260,45 @@ impl Aggregate for BankAccount {
                     amount: positive(amount)?,
                 }])
             }
-            AccountCommand::Withdraw { amount } => {
-                self.ensure_open()?;
-                let amount = positive(amount)?;
-                if amount > self.balance {
-                    return Err(BankError::InsufficientFunds {
-                        balance: self.balance,
-                        requested: amount,
-                    });
-                }
-                Ok(vec![AccountEvent::Withdrawn { amount }])
-            }
+            AccountCommand::Withdraw { amount } => Ok(vec![AccountEvent::Withdrawn {
+                amount: self.take(amount)?,
+            }]),
             AccountCommand::Close => {
                 self.ensure_open()?;
                 if self.balance != 0 {
                     return Err(BankError::BalanceNotZero(self.balance));
                 }
                 Ok(vec![AccountEvent::Closed])
+            }
+            AccountCommand::TransferDebit { transfer, amount } => {
+                Ok(vec![AccountEvent::TransferDebited {
+                    transfer,
+                    amount: self.take(amount)?,
+                    currency: self.currency.clone(),
+                }])
+            }
+            AccountCommand::TransferCredit {
+                transfer,
+                amount,
+                currency,
+            } => {
+                self.ensure_open()?;
+                if currency != self.currency {
+                    return Err(BankError::CurrencyMismatch {
+                        account: self.currency.clone(),
+                        transfer: currency,
+                    });
+                }
+                Ok(vec![AccountEvent::TransferCredited {
+                    transfer,
+                    amount: positive(amount)?,
+                }])
+            }
+            AccountCommand::TransferRefund { transfer, amount } => {
+                Ok(vec![AccountEvent::TransferRefunded { transfer, amount }])
+            }
+            AccountCommand::TransferReverse { transfer, amount } => {
+                Ok(vec![AccountEvent::TransferReversed { transfer, amount }])
             }
         }
     }
@@ -185,9 +310,8 @@ impl Aggregate for BankAccount {
                 self.currency.clone_from(currency);
                 self.status = AccountStatus::Open;
             }
-            AccountEvent::Deposited { amount } => self.balance += amount,
-            AccountEvent::Withdrawn { amount } => self.balance -= amount,
             AccountEvent::Closed => self.status = AccountStatus::Closed,
+            other => self.balance += other.balance_change(),
         }
     }
 }

@@ -47,8 +47,8 @@ impl BalanceRow {
             AccountEvent::Deposited { amount } => {
                 self.balance += if bug { 2 * amount } else { *amount };
             }
-            AccountEvent::Withdrawn { amount } => self.balance -= amount,
             AccountEvent::Closed => self.status = "closed".to_owned(),
+            other => self.balance += other.balance_change(),
         }
         self.last_activity = Some(event.recorded_at);
         self.events_applied += 1;

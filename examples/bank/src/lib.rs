@@ -8,6 +8,7 @@ pub mod customers;
 mod scenario;
 mod simulate;
 pub mod statements;
+pub mod transfer;
 
 pub use account::{AccountCommand, AccountEvent, AccountStatus, BankAccount, BankError, Cents};
 pub use scenario::{print_balances, run_scenario};

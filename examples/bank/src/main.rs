@@ -13,12 +13,15 @@ use std::{io::IsTerminal, time::Duration};
 use annals_nats::{NatsOptions, Relay, RelayOptions};
 use annals_projections::{
     cli::{execute, ProjectionCommand},
-    MemoryCheckpoints, PgCheckpoints, ProjectionEngine,
+    FailurePolicy, MemoryCheckpoints, PgCheckpoints, ProcessRuntime, ProjectionEngine, RetryPolicy,
 };
 use annals_store_memory::MemoryEventStore;
 use annals_store_postgres::PgEventStore;
 use anyhow::Context;
-use bank::balances::{self, AccountBalances, BalanceRow};
+use bank::{
+    balances::{self, AccountBalances, BalanceRow},
+    transfer::{Accounts, Transfer},
+};
 use clap::{parser::ValueSource, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// How long the scenario waits for its read model.
@@ -218,13 +221,36 @@ fn relay(nats: NatsOptions) -> Relay {
     )
 }
 
-/// The engine with the bank's projection and, with NATS settings, its relay.
+/// The transfer process manager over `store`, its timers in `processes`.
+fn transfers<S, T>(store: &S, processes: &T) -> ProcessRuntime<Transfer, S, T, Accounts<S>>
+where
+    S: annals_core::EventStore + annals_core::SnapshotStore + Clone + 'static,
+    T: annals_projections::ProcessStore,
+{
+    ProcessRuntime::new(
+        store.clone(),
+        processes.clone(),
+        Accounts::new(store.clone()),
+    )
+    .on_failure(
+        RetryPolicy {
+            attempts: 10,
+            ..RetryPolicy::default()
+        },
+        FailurePolicy::Halt,
+    )
+}
+
+/// The engine with the bank's projection and transfer process and, with NATS settings,
+/// its relay.
 fn engine(
     store: &PgEventStore,
     nats: Option<NatsOptions>,
 ) -> ProjectionEngine<PgEventStore, PgCheckpoints> {
-    let engine = ProjectionEngine::new(store.clone(), PgCheckpoints::new(store))
-        .register(AccountBalances::from_env());
+    let checkpoints = PgCheckpoints::new(store);
+    let engine = ProjectionEngine::new(store.clone(), checkpoints.clone())
+        .register(AccountBalances::from_env())
+        .subscribe(transfers(store, &checkpoints));
     match nats {
         Some(nats) => engine.subscribe(relay(nats)),
         None => engine,
@@ -256,11 +282,17 @@ async fn scenario_in_memory() -> anyhow::Result<()> {
     let read = MemoryCheckpoints::new();
     let projections = ProjectionEngine::new(store.clone(), read.clone())
         .register(AccountBalances::from_env())
+        .subscribe(transfers(&store, &read))
         .start();
-    let last = bank::run_scenario(store, &run_id).await?;
+    bank::run_scenario(store.clone(), &run_id).await?;
+    let last = bank::transfer::demo(store, &run_id).await?;
     projections.wait_until_caught_up(last, CATCH_UP).await?;
     projections.shutdown().await;
     let rows = read.rows::<BalanceRow>(balances::TABLE);
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|(id, _)| !id.starts_with("carol"))
+        .collect();
     bank::print_balances(rows.into_iter().filter(|(id, _)| id.ends_with(&run_id)));
     Ok(())
 }
@@ -283,7 +315,8 @@ async fn scenario_on_postgres(
     }
     let engine = engine(store, nats);
     let projections = engine.start();
-    let mut last = bank::run_scenario(store.clone(), &run_id).await?;
+    bank::run_scenario(store.clone(), &run_id).await?;
+    let mut last = bank::transfer::demo(store.clone(), &run_id).await?;
 
     println!("== registering a customer: a table row and its event in one transaction");
     bank::customers::setup(store).await?;

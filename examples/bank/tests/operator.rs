@@ -361,6 +361,16 @@ async fn status_has_times_and_json_numbers() {
         said.contains("BEHIND BY") && said.contains("MOVED"),
         "{said}"
     );
+    assert!(
+        said.contains("transfer_saga: open instances 0, pending timers 0"),
+        "the process manager's figures: {said}"
+    );
+    let all = json(&url, &["status", "--json"]);
+    let saga = all
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["kind"] == "process-manager"))
+        .expect("the transfer process in status");
+    assert_eq!(saga["details"]["open_instances"], 0, "{saga}");
 
     let run = bank(&url, &["run"], &[])
         .stdout(Stdio::null())
