@@ -184,3 +184,8 @@ async fn racing_skips_skip_one_event() {
     common::skip::racing_skips_skip_one_event(MemoryEventStore::new(), MemoryCheckpoints::new())
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_fire_once_due_and_never_early() {
+    common::timers::timers_fire_once_due_and_never_early(MemoryCheckpoints::new()).await;
+}

@@ -248,3 +248,10 @@ async fn racing_skips_skip_one_event() {
     common::skip::racing_skips_skip_one_event(store, read).await;
     drop_database(&db).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_fire_once_due_and_never_early() {
+    let (store, db) = fresh_store().await;
+    common::timers::timers_fire_once_due_and_never_early(PgCheckpoints::new(&store)).await;
+    drop_database(&db).await;
+}
