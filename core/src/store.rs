@@ -341,6 +341,19 @@ pub trait EventStore: Send + Sync {
         }
     }
 
+    /// How many committed events readers cannot see yet because an older transaction is
+    /// still open (the horizon lag; 0 for stores without one). Against [`head`] alone a
+    /// stalled horizon would look like "caught up".
+    ///
+    /// [`head`]: EventStore::head
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`](crate::Error::Backend) when the store fails.
+    fn held_back(&self) -> impl Future<Output = Result<u64>> + Send {
+        async { Ok(0) }
+    }
+
     /// When the event at `position` was recorded (`None` for [`Position::START`], a
     /// position no event has, or a store that does not say). Status reports use it for the
     /// time of the head's and a checkpoint's event.

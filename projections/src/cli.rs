@@ -33,7 +33,10 @@ use annals_store_postgres::PgEventStore;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{Error, PgCheckpoints, ProjectionEngine, RebuildOptions, Result, SubscriptionState};
+use crate::{
+    Error, PgCheckpoints, ProjectionEngine, RebuildOptions, Result, SubscriptionState,
+    SubscriptionStatus,
+};
 
 /// The operations commands.
 #[derive(Clone, Debug, Subcommand)]
@@ -53,8 +56,22 @@ pub enum ProjectionCommand {
     /// letters. Checkpoints and heads are global event numbers.
     Status {
         /// Print JSON for scripts (positions and times as numbers and RFC 3339).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Exit non-zero, saying why, when a subscription is halted or failed, holds dead
+        /// letters, or lags more than --max-lag events or --max-lag-seconds (for alerts and
+        /// health checks). The lag counts events an open transaction holds back.
+        #[arg(long, conflicts_with = "watch")]
+        check: bool,
+        /// With --check: the most events a subscription may lag.
+        #[arg(long, value_name = "EVENTS", default_value_t = 10_000)]
+        max_lag: u64,
+        /// With --check: the most seconds a subscription may lag.
+        #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
+        max_lag_seconds: f64,
+        /// Refresh every SECONDS (default 2) until Ctrl-C.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<f64>,
     },
     /// Run every subscription's worker (projections, relays, process managers) until
     /// Ctrl-C (or SIGTERM).
@@ -164,7 +181,22 @@ pub async fn execute(engine: &Engine, command: ProjectionCommand) -> Result<()> 
             }
             Ok(())
         }
-        ProjectionCommand::Status { json } => status(engine, json).await,
+        ProjectionCommand::Status {
+            json,
+            check,
+            max_lag,
+            max_lag_seconds,
+            watch,
+        } => match watch {
+            Some(every) => watch_status(engine, every).await,
+            None => {
+                let statuses = status(engine, json).await?;
+                if check {
+                    check_status(&statuses, max_lag, max_lag_seconds)?;
+                }
+                Ok(())
+            }
+        },
         ProjectionCommand::Run => run(engine, None).await,
         ProjectionCommand::Relay => run(engine, Some("relay")).await,
         ProjectionCommand::Rebuild {
@@ -272,10 +304,75 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-async fn status(engine: &Engine, json: bool) -> Result<()> {
+/// Why `status --check` fails, if it does.
+fn check_status(statuses: &[SubscriptionStatus], max_lag: u64, max_seconds: f64) -> Result<()> {
+    let mut problems = Vec::new();
+    for s in statuses {
+        if matches!(
+            s.state,
+            SubscriptionState::Halted | SubscriptionState::Failed
+        ) {
+            problems.push(format!("{} is {}", s.name, s.state));
+        }
+        if s.dead_letters > 0 {
+            problems.push(format!("{} holds {} dead letters", s.name, s.dead_letters));
+        }
+        let lag = s.lag + s.horizon_lag;
+        if lag > max_lag {
+            problems.push(format!(
+                "{} lags {lag} events (more than {max_lag})",
+                s.name
+            ));
+        }
+        if s.lag_seconds > max_seconds {
+            problems.push(format!(
+                "{} lags {} (more than {})",
+                s.name,
+                human(s.lag_seconds),
+                human(max_seconds)
+            ));
+        }
+    }
+    if problems.is_empty() {
+        println!("check passed");
+        return Ok(());
+    }
+    Err(Error::Unhealthy(problems))
+}
+
+/// `status`, refreshed in place on a terminal, until a shutdown signal.
+async fn watch_status(engine: &Engine, every: f64) -> Result<()> {
+    let every = Duration::from_secs_f64(every.max(0.2));
+    let terminal = std::io::stdout().is_terminal();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        if terminal {
+            // Clear the screen and go home, then draw.
+            print!("\x1b[2J\x1b[H");
+        }
+        println!(
+            "{} (every {}s; Ctrl-C to stop)",
+            chrono::Utc::now().format("%H:%M:%S"),
+            every.as_secs_f64()
+        );
+        status(engine, false).await?;
+        if !terminal {
+            println!();
+        }
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            () = &mut signal => return Ok(()),
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+async fn status(engine: &Engine, json: bool) -> Result<Vec<SubscriptionStatus>> {
     let statuses = engine.status().await?;
     if json {
-        return print_json(&statuses);
+        print_json(&statuses)?;
+        return Ok(statuses);
     }
     let now = chrono::Utc::now();
     if let Some(at) = statuses.iter().find_map(|s| s.last_event_at) {
@@ -285,6 +382,25 @@ async fn status(engine: &Engine, json: bool) -> Result<()> {
             head.sequence(),
             ago(Some(at), now)
         );
+    }
+    let horizon = engine.store().horizon().await?;
+    if horizon.held_back > 0 {
+        println!(
+            "log horizon: {} committed events are held back from every reader by an open transaction",
+            horizon.held_back
+        );
+        if let Some(h) = &horizon.holder {
+            println!(
+                "  pid {} (database {}, user {}, {}) open for {}: {}",
+                h.pid,
+                h.database.as_deref().unwrap_or("?"),
+                h.user.as_deref().unwrap_or("?"),
+                h.state.as_deref().unwrap_or("?"),
+                human(h.transaction_age_seconds),
+                h.query.as_deref().unwrap_or("")
+            );
+            println!("  end it, or bound such sessions with idle_in_transaction_session_timeout");
+        }
     }
     let mut table = comfy_table::Table::new();
     table
@@ -297,6 +413,7 @@ async fn status(engine: &Engine, json: bool) -> Result<()> {
             "HEAD",
             "LAG",
             "BEHIND BY",
+            "CHECKPOINT EVENT",
             "MOVED",
             "DEAD LETTERS",
         ]);
@@ -350,7 +467,7 @@ async fn status(engine: &Engine, json: bool) -> Result<()> {
             );
         }
     }
-    Ok(())
+    Ok(statuses)
 }
 
 async fn shutdown_signal() {

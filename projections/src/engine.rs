@@ -223,6 +223,7 @@ where
         let head = self.inner.store.head().await?;
         let store = &self.inner.store;
         let last_event_at = store.recorded_at(head).await?;
+        let horizon_lag = store.held_back().await?;
         let now = chrono::Utc::now();
         let mut statuses = Vec::new();
         for entry in &self.inner.entries {
@@ -280,6 +281,7 @@ where
                 checkpoint,
                 head,
                 lag,
+                horizon_lag,
                 last_event_at,
                 checkpoint_event_at,
                 checkpoint_at: record.map(|r| r.updated_at),

@@ -83,6 +83,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// `status --check` found problems.
+    #[error("unhealthy: {}", .0.join("; "))]
+    Unhealthy(Vec<String>),
+
     /// An operation was interrupted by a signal (Ctrl-C, SIGTERM); what it did so far is
     /// kept and it can be run again.
     #[error("{0} interrupted by a signal")]

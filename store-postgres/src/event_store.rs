@@ -42,6 +42,10 @@ impl EventStore for PgEventStore {
         self.event_row(stream_id, event_id).await
     }
 
+    async fn held_back(&self) -> Result<u64> {
+        Ok(self.horizon().await?.held_back)
+    }
+
     async fn recorded_at(&self, position: Position) -> Result<Option<DateTime<Utc>>> {
         if position == Position::START {
             return Ok(None);

@@ -4,6 +4,7 @@
 mod append;
 mod error;
 mod event_store;
+mod horizon;
 mod listen;
 mod migrations;
 mod read;
@@ -15,6 +16,7 @@ mod store;
 pub mod testkit;
 
 pub use error::ConnectError;
+pub use horizon::{Horizon, HorizonHolder};
 pub use migrations::{Migration, MigrationStatus};
 pub use store::{PgEventStore, PgStoreOptions, SslMode};
 

@@ -499,3 +499,90 @@ async fn migrate_lists_what_it_applied() {
     assert!(said.contains("nothing to apply"), "{said}");
     db.drop().await;
 }
+
+/// `status --check` fails, saying why, on a halted projection and on dead letters, and
+/// passes once they are dealt with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_check_alerts_on_halts_dead_letters_and_lag() {
+    let db = TestDatabase::new().await;
+    let url = db.url();
+    simulate(&url, 2, 10, "k");
+    let out = run_bank(&url, &["status", "--check", "--max-lag", "5"], &[]);
+    assert!(!out.status.success(), "a lag past the threshold passed");
+    assert!(stderr(&out).contains("lags"), "{}", stderr(&out));
+
+    poison(db.store(), "account-k-0").await;
+    let run = bank(&url, &["run"], &[])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run");
+    wait_for(&url, "halted", |s| s["state"] == "halted");
+    let out = run_bank(&url, &["status", "--check"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("account_balances is halted"),
+        "{}",
+        stderr(&out)
+    );
+
+    let letter = ok(&url, &["skip", "account_balances"]);
+    assert!(letter.contains("dead letter"), "{letter}");
+    wait_for(&url, "resumed", |s| {
+        s["state"] == "running" && s["lag"] == 0
+    });
+    let out = run_bank(&url, &["status", "--check"], &[]);
+    assert!(!out.status.success(), "dead letters passed the check");
+    assert!(
+        stderr(&out).contains("holds 1 dead letters"),
+        "{}",
+        stderr(&out)
+    );
+
+    let id = letters(&url)[0]["id"].as_i64().expect("id").to_string();
+    ok(&url, &["dead-letters", "discard", &id]);
+    let said = ok(&url, &["status", "--check"]);
+    assert!(said.contains("check passed"), "{said}");
+    sigint(&run);
+    run.wait_with_output().expect("run");
+    db.drop_database().await;
+}
+
+/// An open transaction anywhere on the server holds every reader back: status says how
+/// many events and names the session; --check counts them as lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_the_transaction_holding_the_log_back() {
+    use sqlx::{Connection, Executor};
+    let db = TestDatabase::new().await;
+    let url = db.url();
+    let mut holder = sqlx::PgConnection::connect(&url).await.expect("connect");
+    holder.execute("BEGIN").await.expect("begin");
+    let _xid: i64 = sqlx::query_scalar("SELECT txid_current()")
+        .fetch_one(&mut holder)
+        .await
+        .expect("take a transaction id");
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut holder)
+        .await
+        .expect("pid");
+    simulate(&url, 2, 10, "h");
+    let said = ok(&url, &["status"]);
+    assert!(
+        said.contains("held back from every reader") && said.contains(&format!("pid {pid}")),
+        "{said}"
+    );
+    assert!(said.contains("idle in transaction"), "{said}");
+    assert!(balances(&url)["horizon_lag"].as_u64() > Some(0));
+    let out = run_bank(&url, &["status", "--check", "--max-lag", "1000"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_bank(&url, &["status", "--check", "--max-lag", "0"], &[]);
+    assert!(
+        !out.status.success(),
+        "a held-back log passed a zero-lag check"
+    );
+
+    holder.execute("ROLLBACK").await.expect("rollback");
+    let said = ok(&url, &["status"]);
+    assert!(!said.contains("held back"), "{said}");
+    assert_eq!(balances(&url)["horizon_lag"], 0);
+    db.drop_database().await;
+}

@@ -60,8 +60,13 @@ pub struct SubscriptionStatus {
     pub checkpoint: Position,
     /// The log's head (never behind the checkpoint).
     pub head: Position,
-    /// Head minus checkpoint, in global sequence numbers (0 when caught up).
+    /// Head minus checkpoint, in global sequence numbers (0 when caught up): the
+    /// processing lag.
     pub lag: u64,
+    /// Events committed past the head that no reader can see yet, because an older
+    /// transaction is still open somewhere on the server (the horizon lag; the same for
+    /// every subscription of a store).
+    pub horizon_lag: u64,
     /// When the newest event a reader can see (the head's) was recorded.
     pub last_event_at: Option<DateTime<Utc>>,
     /// When the event at the checkpoint was recorded: everything recorded up to about then
