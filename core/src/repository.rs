@@ -288,7 +288,35 @@ where
             .await
     }
 
+    /// Counts a command's outcome (`annals_commands_total{aggregate, outcome}`).
+    fn count(result: &Result<Executed<A>, ExecuteError<A::Error>>) {
+        let outcome = match result {
+            Ok(done) if done.repeated => "repeated",
+            Ok(_) => "ok",
+            Err(ExecuteError::Rejected(_)) => "rejected",
+            Err(ExecuteError::Store(e)) if e.is_conflict() => "conflict",
+            Err(_) => "error",
+        };
+        metrics::counter!("annals_commands_total", "aggregate" => A::TYPE, "outcome" => outcome)
+            .increment(1);
+    }
+
     async fn run(
+        &self,
+        stream_id: &str,
+        command: A::Command,
+        metadata: Metadata,
+        command_id: Option<Uuid>,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let result = self.decide(stream_id, command, metadata, command_id).await;
+        Self::count(&result);
+        result
+    }
+
+    async fn decide(
         &self,
         stream_id: &str,
         command: A::Command,
@@ -376,6 +404,8 @@ where
                 }
                 Err(e) if e.is_conflict() && retries < self.options.max_conflict_retries => {
                     retries += 1;
+                    metrics::counter!("annals_commands_total", "aggregate" => A::TYPE, "outcome" => "conflict_retried")
+                        .increment(1);
                     debug!(retries, error = %e, "conflict, reloading and retrying");
                 }
                 Err(e) => return Err(e.into()),

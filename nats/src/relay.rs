@@ -445,6 +445,8 @@ impl Relay {
                 match ack {
                     Ok(ack) => {
                         debug!(subject = %chain.subject, version = event.stream_version, sequence = ack.sequence, duplicate = ack.duplicate, "published");
+                        metrics::counter!("annals_relay_published_total", "subscription" => self.inner.name.clone())
+                            .increment(1);
                         chain.last = Some(event.stream_version);
                         chain.next += 1;
                         if filtered || event.position <= high_water {

@@ -142,9 +142,8 @@ impl Inner {
     }
 }
 
-impl EventStore for MemoryEventStore {
-    #[tracing::instrument(name = "annals.append", skip_all, fields(store = "memory", streams = appends.len()))]
-    async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendResult> {
+impl MemoryEventStore {
+    fn append_now(&self, appends: Vec<StreamAppend>) -> Result<AppendResult> {
         check_appends(&appends)?;
         let mut inner = self.lock();
         if let Some(original) = inner.repeated(&appends)? {
@@ -195,6 +194,17 @@ impl EventStore for MemoryEventStore {
             self.head.send_replace(position);
         }
         Ok(AppendResult { position, streams })
+    }
+}
+
+impl EventStore for MemoryEventStore {
+    #[tracing::instrument(name = "annals.append", skip_all, fields(store = "memory", streams = appends.len()))]
+    async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendResult> {
+        let started = std::time::Instant::now();
+        let appended = self.append_now(appends);
+        metrics::histogram!("annals_append_duration_seconds", "store" => "memory")
+            .record(started.elapsed().as_secs_f64());
+        appended
     }
 
     async fn read_stream(&self, stream_id: &str, read: ReadStream) -> Result<Vec<RecordedEvent>> {

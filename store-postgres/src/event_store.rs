@@ -14,7 +14,11 @@ impl EventStore for PgEventStore {
         fields(store = "postgres", streams = appends.len(), events = appends.iter().map(|a| a.events.len()).sum::<usize>())
     )]
     async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendResult> {
-        let appended = self.append_on(On::Pool(&self.pool), &appends).await?;
+        let started = Instant::now();
+        let appended = self.append_on(On::Pool(&self.pool), &appends).await;
+        metrics::histogram!("annals_append_duration_seconds", "store" => "postgres")
+            .record(started.elapsed().as_secs_f64());
+        let appended = appended?;
         if appended.wrote {
             self.inner.wakeups.appended(self.inner.options.notify);
         }

@@ -5,6 +5,7 @@
 mod account;
 pub mod balances;
 pub mod customers;
+pub mod metrics;
 mod scenario;
 mod simulate;
 pub mod statements;

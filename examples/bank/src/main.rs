@@ -46,6 +46,10 @@ struct Cli {
     /// object per line, for log shippers). The level comes from RUST_LOG (default: warn).
     #[arg(long, global = true, env = "BANK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve Prometheus metrics (lag, dead letters, durations, commands, publishes,
+    /// timers) over HTTP on this address, e.g. `127.0.0.1:9464`.
+    #[arg(long, global = true, env = "BANK_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -137,6 +141,10 @@ async fn run() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
     init_logs(cli.log_format);
+    if let Some(addr) = cli.metrics_addr {
+        let bound = bank::metrics::serve(addr).await?;
+        eprintln!("metrics on http://{bound}/metrics");
+    }
     let nats = nats_options(cli.nats_url.as_deref())?;
     let command = cli.command.unwrap_or(Command::Scenario);
     if let Command::Completions { shell } = command {

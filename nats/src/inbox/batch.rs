@@ -197,6 +197,8 @@ impl<P: Projection<PgCheckpoints>> Inner<P> {
                 let Ok(bus) = items[i].event else { continue };
                 let event = &bus.event;
                 if claimed.applied.contains(&event.event_id) || event.stream_version <= current {
+                    metrics::counter!("annals_inbox_duplicates_total", "subscription" => self.name.clone())
+                        .increment(1);
                     decisions[i] = Decision::Done;
                     continue;
                 }

@@ -190,6 +190,17 @@ async fn session<P: Projection<PgCheckpoints>>(
                 _ => break,
             }
         }
+        if let Some(info) = fresh.last().and_then(|m| m.info().ok()) {
+            // What the bus still holds for the consumer after this batch, and how old
+            // the newest message of the batch is.
+            let name = inner.name.clone();
+            metrics::gauge!("annals_subscription_lag_events", "subscription" => name.clone())
+                .set(info.pending as f64);
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+            let age = (i128::from(now) - info.published.unix_timestamp_nanos()) as f64 / 1e9;
+            metrics::gauge!("annals_subscription_lag_seconds", "subscription" => name)
+                .set(if info.pending == 0 { 0.0 } else { age.max(0.0) });
+        }
         let mut deliveries: Vec<Delivery> = std::mem::take(&mut waiting);
         deliveries.extend(fresh.into_iter().map(Delivery::new));
         if deliveries.is_empty() {

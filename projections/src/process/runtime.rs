@@ -349,7 +349,14 @@ where
     }
 
     async fn tick(&self) -> Result<(), Failure> {
-        self.fire_timers().await
+        self.fire_timers().await?;
+        if let Ok((open, timers)) = self.processes.process_counts(P::TYPE).await {
+            metrics::gauge!("annals_process_open_instances", "subscription" => P::TYPE)
+                .set(open as f64);
+            metrics::gauge!("annals_process_pending_timers", "subscription" => P::TYPE)
+                .set(timers as f64);
+        }
+        Ok(())
     }
 
     async fn details(&self) -> Vec<(&'static str, u64)> {

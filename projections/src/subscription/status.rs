@@ -119,6 +119,8 @@ impl Shared {
     }
 
     pub(crate) fn processed(&self, events: usize) {
+        metrics::counter!("annals_events_processed_total", "subscription" => self.name.clone())
+            .increment(events as u64);
         let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         rate.push_back((now, events));

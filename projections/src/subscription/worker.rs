@@ -24,6 +24,9 @@ use crate::{
 /// How often a running worker logs its lag and throughput.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
+/// How often a running worker measures the horizon lag (a count of held-back events).
+const HORIZON_EVERY: Duration = Duration::from_secs(5);
+
 pub(crate) struct Worker<K, S, C> {
     pub(crate) kind: Arc<K>,
     pub(crate) store: S,
@@ -165,6 +168,29 @@ where
             .await
     }
 
+    /// Sets the processing-lag gauges: events from the checkpoint to the head, and the age
+    /// of the oldest event not handled yet (0 when caught up).
+    fn record_lag(
+        &self,
+        checkpoint: Position,
+        head: Option<Position>,
+        first: Option<&RecordedEvent>,
+    ) {
+        let name = self.name().to_owned();
+        if let Some(head) = head {
+            let lag = head.sequence().saturating_sub(checkpoint.sequence());
+            metrics::gauge!("annals_subscription_lag_events", "subscription" => name.clone())
+                .set(lag as f64);
+        }
+        let seconds = first.map_or(0.0, |e| {
+            (chrono::Utc::now() - e.recorded_at)
+                .num_milliseconds()
+                .max(0) as f64
+                / 1000.0
+        });
+        metrics::gauge!("annals_subscription_lag_seconds", "subscription" => name).set(seconds);
+    }
+
     /// Waits for the lease; `None` when shut down first.
     async fn acquire_lease(&self, token: &CancellationToken) -> Option<C::Lease> {
         loop {
@@ -231,6 +257,7 @@ where
         let mut lease_checked = Instant::now();
         let mut reported = Instant::now();
         let mut ticked = Instant::now();
+        let mut horizon_checked = Instant::now() - HORIZON_EVERY;
         let mut at_tail = true;
         let mut prefetched: Option<Page> = None;
         info!(%checkpoint, "running");
@@ -257,7 +284,17 @@ where
                 }
                 ticked = Instant::now();
             }
+            if horizon_checked.elapsed() >= HORIZON_EVERY {
+                if let Ok(held_back) = self.store.held_back().await {
+                    metrics::gauge!("annals_horizon_lag_events", "subscription" => self.name().to_owned())
+                        .set(held_back as f64);
+                }
+                horizon_checked = Instant::now();
+            }
             if reported.elapsed() >= PROGRESS_EVERY {
+                let letters = self.checkpoints.dead_letters(Some(self.name())).await?;
+                metrics::gauge!("annals_dead_letters", "subscription" => self.name().to_owned())
+                    .set(letters.len() as f64);
                 let head = self.store.head().await?;
                 info!(
                     %checkpoint,
@@ -276,6 +313,7 @@ where
                 }
             };
             at_tail = page.head.is_some();
+            self.record_lag(checkpoint, page.head, page.events.first());
             let Some(last) = page.events.last() else {
                 let head = page.head.unwrap_or(checkpoint);
                 if head > checkpoint {
@@ -372,13 +410,18 @@ where
                     return self.one_by_one(events, from, to, token).await;
                 }
             }
+            let handling = Instant::now();
             let outcome = match self.kind.deliver(events).await {
                 Ok(()) => self.kind.apply(events, &mut tx).await,
                 Err(failure) => Err(failure),
             };
+            metrics::histogram!("annals_handler_duration_seconds", "subscription" => self.name().to_owned())
+                .record(handling.elapsed().as_secs_f64());
             match outcome {
                 Ok(()) => {
                     self.checkpoints.commit(tx, self.name(), to).await?;
+                    metrics::histogram!("annals_batch_duration_seconds", "subscription" => self.name().to_owned())
+                        .record(started.elapsed().as_secs_f64());
                     self.shared.processed(events.len());
                     debug!(
                         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -501,6 +544,8 @@ where
                     .record_dead_letter(&mut tx, &letter)
                     .await?;
                 self.checkpoints.commit(tx, self.name(), to).await?;
+                metrics::counter!("annals_dead_letters_total", "subscription" => self.name().to_owned())
+                    .increment(1);
                 warn!(%letter, "dead-lettered event");
                 Ok(to)
             }
