@@ -151,6 +151,7 @@ async fn raw(pool: &PgPool, n: u64, js: &jetstream::Context) -> Duration {
                     previous_version: event.stream_version - 1,
                     batch_end,
                     dataschema: None,
+                    trace: None,
                 },
             )
             .expect("headers");

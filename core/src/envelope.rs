@@ -19,6 +19,9 @@ pub struct Metadata {
     /// W3C trace context (`traceparent` header value) of the span that appended it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// W3C `tracestate` that goes with [`traceparent`](Metadata::traceparent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
     /// Who asked for it (a user id, a service name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
@@ -35,6 +38,7 @@ impl Metadata {
             correlation_id: cause.metadata.correlation_id.or(Some(cause.event_id)),
             causation_id: Some(cause.event_id),
             traceparent: cause.metadata.traceparent.clone(),
+            tracestate: cause.metadata.tracestate.clone(),
             actor: cause.metadata.actor.clone(),
             extra: BTreeMap::new(),
         }

@@ -14,6 +14,7 @@ mod upcast;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod trace;
 
 pub use aggregate::{Aggregate, DomainEvent};
 pub use codec::{decode_event, encode_event, event_type_of, event_types_of, Encoding};

@@ -261,7 +261,9 @@ where
             .await
     }
 
-    /// Like [`execute`](Repository::execute), stamping `metadata` on every new event.
+    /// Like [`execute`](Repository::execute), stamping `metadata` on every new event. Where
+    /// `metadata` has no causation or correlation id, the command gets an id (UUID v7) that
+    /// fills them; inside a traced span (feature `otel`) the store records its context.
     ///
     /// # Errors
     ///
@@ -270,11 +272,16 @@ where
         &self,
         id: &str,
         command: A::Command,
-        metadata: Metadata,
+        mut metadata: Metadata,
     ) -> Result<Executed<A>, ExecuteError<A::Error>>
     where
         A::Command: Clone,
     {
+        // The command gets an id of its own for the causal chain (not for idempotency:
+        // see execute_once): the events' causation, and their correlation unless given.
+        let command_id = Uuid::now_v7();
+        metadata.causation_id = metadata.causation_id.or(Some(command_id));
+        metadata.correlation_id = metadata.correlation_id.or(Some(command_id));
         let stream_id = Self::stream_id(id);
         let span = tracing::info_span!(
             "annals.execute",

@@ -141,6 +141,9 @@ pub struct Published<'a> {
     pub batch_end: Position,
     /// The payload's schema reference, if known.
     pub dataschema: Option<&'a str>,
+    /// The publish span's W3C trace context (`traceparent`, `tracestate`), carried in the
+    /// headers instead of the appending span's (feature `otel` of annals-core).
+    pub trace: Option<&'a (String, Option<String>)>,
 }
 
 /// The headers of `event`'s message, as the relay publishes them.
@@ -184,8 +187,17 @@ pub fn to_headers(event: &RecordedEvent, published: &Published<'_>) -> Result<He
     if let Some(actor) = &m.actor {
         put(&mut h, ACTOR, &encode_value(actor))?;
     }
-    if let Some(tp) = &m.traceparent {
+    // The publish's own context when it has one (the consumer continues from the
+    // publish), the appending span's otherwise.
+    let (traceparent, tracestate) = match published.trace {
+        Some((tp, ts)) => (Some(tp), ts.as_ref()),
+        None => (m.traceparent.as_ref(), m.tracestate.as_ref()),
+    };
+    if let Some(tp) = traceparent {
         put(&mut h, TRACEPARENT, &encode_value(tp))?;
+    }
+    if let Some(ts) = tracestate {
+        put(&mut h, TRACESTATE, &encode_value(ts))?;
     }
     if !m.extra.is_empty() {
         let extra = serde_json::to_string(&m.extra).map_err(|e| e.to_string())?;
@@ -278,6 +290,7 @@ pub fn from_message(
             .map(|v| uuid(CAUSATION_ID, v))
             .transpose()?,
         traceparent: optional(TRACEPARENT)?,
+        tracestate: optional(TRACESTATE)?,
         actor: optional(ACTOR)?,
         extra,
     };
@@ -327,6 +340,7 @@ mod tests {
                 correlation_id: Some(Uuid::now_v7()),
                 causation_id: Some(Uuid::now_v7()),
                 traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+                tracestate: Some("vendor=abc".into()),
                 actor: Some("ada\t(admin)".to_owned()),
                 extra,
             },
@@ -344,6 +358,7 @@ mod tests {
             previous_version: 6,
             batch_end: Position::new(901, 50),
             dataschema: Some("https://schemas.example/money-deposited/2"),
+            trace: None,
         };
         let headers = to_headers(&e, &published).expect("headers");
         let back = from_message("s", 1, Some(&headers), &e.payload).expect("decode");
@@ -371,6 +386,7 @@ mod tests {
                 previous_version: 0,
                 batch_end: Position::START,
                 dataschema: None,
+                trace: None,
             },
         )
         .expect("headers");

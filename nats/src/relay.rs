@@ -404,12 +404,26 @@ impl Relay {
                 } else {
                     event.stream_version - 1
                 };
+                // The publish continues the event's trace; the consumer continues the
+                // publish's (its context goes in the headers).
+                let span = tracing::info_span!(
+                    "annals.publish",
+                    subject = %chain.subject,
+                    version = event.stream_version
+                );
+                annals_core::trace::follow(
+                    &span,
+                    &event.metadata,
+                    annals_core::trace::Follow::Parent,
+                );
+                let trace = annals_core::trace::context_of(&span);
                 let published = Published {
                     relay: &self.inner.name,
                     source: &self.inner.source,
                     previous_version: previous,
                     batch_end,
                     dataschema: None,
+                    trace: trace.as_ref(),
                 };
                 let sent = match headers::to_headers(event, &published) {
                     Ok(headers) => connection

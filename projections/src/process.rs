@@ -51,6 +51,8 @@ pub enum TimerChange {
 
 /// What a process manager decides on.
 #[derive(Clone, Debug, PartialEq)]
+// One value per decision, moved once: boxing the event would cost more than its size.
+#[allow(clippy::large_enum_variant)]
 pub enum Input<E, C> {
     /// An event from the log, of a type it reacts to.
     Event(Envelope<E>),

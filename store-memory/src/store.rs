@@ -168,7 +168,11 @@ impl MemoryEventStore {
                     event_type: event.event_type,
                     schema_version: event.schema_version,
                     recorded_at,
-                    metadata: event.metadata,
+                    metadata: {
+                        let mut metadata = event.metadata;
+                        annals_core::trace::stamp(&mut metadata);
+                        metadata
+                    },
                     encoding: event.encoding,
                     payload: event.payload,
                 });

@@ -113,7 +113,26 @@ async fn metadata_is_stamped_on_new_events() {
         .await
         .expect("bump");
     let events = counters.events("a").await.expect("events");
-    assert_eq!(events[0].metadata, metadata);
+    let stamped = &events[0].metadata;
+    assert_eq!(
+        (&stamped.actor, stamped.correlation_id),
+        (&metadata.actor, metadata.correlation_id),
+        "the caller's metadata was not kept"
+    );
+    // The command's own id fills the causation.
+    assert!(stamped
+        .causation_id
+        .is_some_and(|c| Some(c) != metadata.correlation_id));
+
+    // Without any, the command's id is both correlation and causation.
+    counters.execute("b", 1).await.expect("bump");
+    let plain = counters
+        .events("b")
+        .await
+        .expect("events")
+        .remove(0)
+        .metadata;
+    assert!(plain.correlation_id.is_some() && plain.correlation_id == plain.causation_id);
 }
 
 #[tokio::test]

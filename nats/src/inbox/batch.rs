@@ -5,12 +5,12 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use annals_core::{decode_event, Envelope, RecordedEvent};
+use annals_core::{decode_event, trace::Follow, Envelope, RecordedEvent};
 use annals_projections::{
     Checkpoints, DeadLetter, DeadLetters, Error as EngineError, FailurePolicy, HandlerError,
     PgCheckpoints, PgTx, Projection,
 };
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 use uuid::Uuid;
 
 use super::{message::StoredMessage, store::InboxSql, Connection, Inner};
@@ -257,7 +257,23 @@ impl<P: Projection<PgCheckpoints>> Inner<P> {
             }
         }
         if !envelopes.is_empty() {
-            if let Err(e) = self.projection.handle_batch(&envelopes, &mut tx).await {
+            // The handler continues the trace the relay's publish carried: as the parent
+            // for one message, as links for several.
+            let span = tracing::info_span!("annals.inbox.handle", consumer = %self.name, events = envelopes.len());
+            match envelopes.as_slice() {
+                [one] => annals_core::trace::follow(&span, &one.metadata, Follow::Parent),
+                many => {
+                    for e in many.iter().take(32) {
+                        annals_core::trace::follow(&span, &e.metadata, Follow::Link);
+                    }
+                }
+            }
+            let handled = self
+                .projection
+                .handle_batch(&envelopes, &mut tx)
+                .instrument(span)
+                .await;
+            if let Err(e) = handled {
                 return Err(Abort::Handler(e));
             }
         }

@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use annals_core::trace::Follow;
+
 /// How the engine batches, waits and leases.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -17,6 +19,10 @@ pub struct EngineOptions {
     pub lease_check: Duration,
     /// Pause before a worker restarts after an infrastructure error. Default 1 s.
     pub restart_backoff: Duration,
+    /// How batches continue their events' traces (feature `otel` of annals-core):
+    /// [`Follow::Parent`] (the default) makes a single event handled live the parent and
+    /// links otherwise; [`Follow::Link`] always links; [`Follow::Off`] neither.
+    pub trace: Follow,
 }
 
 impl Default for EngineOptions {
@@ -28,6 +34,7 @@ impl Default for EngineOptions {
             lease_retry: Duration::from_secs(1),
             lease_check: Duration::from_secs(1),
             restart_backoff: Duration::from_secs(1),
+            trace: Follow::Parent,
         }
     }
 }
@@ -58,6 +65,13 @@ impl EngineOptions {
     #[must_use]
     pub fn idle_wait(mut self, wait: Duration) -> Self {
         self.idle_wait = wait;
+        self
+    }
+
+    /// How batches continue their events' traces (see [`EngineOptions::trace`]).
+    #[must_use]
+    pub fn trace(mut self, follow: Follow) -> Self {
+        self.trace = follow;
         self
     }
 

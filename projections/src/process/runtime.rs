@@ -299,7 +299,9 @@ where
         };
         // One decision per (process manager, event): keyed by both.
         let input_id = Uuid::new_v5(&raw.event_id, P::TYPE.as_bytes());
-        let span = tracing::debug_span!("annals.process", process = P::TYPE, %instance, event = %raw.event_id);
+        let span = tracing::info_span!("annals.process", process = P::TYPE, %instance, event = %raw.event_id);
+        // The decision, and the commands it dispatches, continue the event's trace.
+        annals_core::trace::follow(&span, &raw.metadata, annals_core::trace::Follow::Parent);
         self.decide(
             &instance,
             input_id,

@@ -11,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use annals_core::{EventStore, Position, ReadAll, RecordedEvent};
+use annals_core::{
+    trace::{self, Follow},
+    EventStore, Position, ReadAll, RecordedEvent,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
@@ -23,6 +26,9 @@ use crate::{
 
 /// How often a running worker logs its lag and throughput.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// The most events a batch's span links to.
+const MAX_LINKS: usize = 32;
 
 /// How often a running worker measures the horizon lag (a count of held-back events).
 const HORIZON_EVERY: Duration = Duration::from_secs(5);
@@ -166,6 +172,21 @@ where
         self.checkpoints
             .streams_with_dead_letters(tx, self.name(), &streams_of(events), every_letter)
             .await
+    }
+
+    /// Makes a batch's span continue its events' traces (feature `otel` of annals-core): one
+    /// event handled live becomes the parent; a catch-up batch, or one of several events,
+    /// links to them (a few dozen at most), never adopting a parent in an old trace.
+    fn follow_traces(&self, span: &tracing::Span, events: &[RecordedEvent], live: bool) {
+        match (self.options.trace, events) {
+            (Follow::Off, _) => {}
+            (Follow::Parent, [one]) if live => trace::follow(span, &one.metadata, Follow::Parent),
+            _ => {
+                for event in events.iter().take(MAX_LINKS) {
+                    trace::follow(span, &event.metadata, Follow::Link);
+                }
+            }
+        }
     }
 
     /// Sets the processing-lag gauges: events from the checkpoint to the head, and the age
@@ -336,13 +357,13 @@ where
                 // A short page holds every event of ours up to `head` (read before it): the
                 // checkpoint may move to the head.
                 Some(head) => {
-                    self.process(&page.events, checkpoint, last.max(head), token)
+                    self.process(&page.events, checkpoint, last.max(head), true, token)
                         .await?
                 }
                 // A full page: catching up. Read the next page while this one is handled.
                 None => {
                     let (done, next) = tokio::join!(
-                        self.process(&page.events, checkpoint, last, token),
+                        self.process(&page.events, checkpoint, last, false, token),
                         self.page(last, types.as_deref(), batch, false)
                     );
                     // A failed read-ahead is just read again.
@@ -397,9 +418,11 @@ where
         events: &[RecordedEvent],
         from: Position,
         to: Position,
+        live: bool,
         token: &CancellationToken,
     ) -> Result<Position> {
         let span = tracing::info_span!("annals.batch", events = events.len(), %from, %to);
+        self.follow_traces(&span, events, live);
         async {
             let started = Instant::now();
             let mut tx = self.checkpoints.begin(self.name(), from).await?;

@@ -17,7 +17,7 @@ pub(super) fn expected_code(expected: ExpectedVersion) -> Result<i64> {
 
 /// An event's columns (the request passed [`check_appends`](annals_core::check_appends)):
 /// its schema version as Postgres' integer, and its metadata as JSON text (`None` when
-/// empty).
+/// empty), with the current span's trace context when tracing is on.
 pub(super) fn event_columns(event: &NewEvent) -> Result<(i32, Option<String>)> {
     let schema_version = i32::try_from(event.schema_version).map_err(|_| {
         Error::InvalidInput(format!(
@@ -25,15 +25,15 @@ pub(super) fn event_columns(event: &NewEvent) -> Result<(i32, Option<String>)> {
             event.schema_version
         ))
     })?;
-    let metadata = if event.metadata.is_empty() {
+    // An append made inside a traced span records its context (feature `otel`).
+    let stamped = annals_core::trace::stamped(&event.metadata);
+    let metadata = if stamped.is_empty() {
         None
     } else {
-        Some(
-            serde_json::to_string(&event.metadata).map_err(|e| Error::Encode {
-                what: "event metadata".to_owned(),
-                source: e.into(),
-            })?,
-        )
+        Some(serde_json::to_string(&*stamped).map_err(|e| Error::Encode {
+            what: "event metadata".to_owned(),
+            source: e.into(),
+        })?)
     };
     Ok((schema_version, metadata))
 }

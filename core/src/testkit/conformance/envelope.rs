@@ -18,6 +18,7 @@ pub async fn envelope_round_trip<S: EventStore>(store: S) {
         correlation_id: Some(Uuid::now_v7()),
         causation_id: Some(Uuid::now_v7()),
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned()),
+        tracestate: Some("vendor=abc,other=1".to_owned()),
         actor: Some("alice".to_owned()),
         extra,
     };
