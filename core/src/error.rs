@@ -16,6 +16,26 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A load as of a version past the stream's end.
+    #[error("stream `{stream_id}` has {current} events; there is no version {requested}")]
+    VersionPastEnd {
+        /// The stream.
+        stream_id: String,
+        /// The version asked for.
+        requested: u64,
+        /// The stream's version now.
+        current: u64,
+    },
+
+    /// A load as of a time before the stream's first event: the aggregate did not exist.
+    #[error("stream `{stream_id}` had no events yet at {at}")]
+    NotYet {
+        /// The stream.
+        stream_id: String,
+        /// The time asked for.
+        at: chrono::DateTime<chrono::Utc>,
+    },
+
     /// Optimistic concurrency: the stream was not at the expected version.
     #[error("wrong expected version for stream `{stream_id}`: expected {expected}, actual version is {actual}")]
     Conflict {

@@ -23,7 +23,7 @@ pub use error::{BoxError, Error, Result};
 pub use position::Position;
 pub use repeat::{check_repeat, Repeat, StoredAt};
 pub use repository::{
-    command_event_id, ExecuteError, Executed, Loaded, Repository, RepositoryOptions,
+    command_event_id, AsOf, ExecuteError, Executed, Loaded, Repository, RepositoryOptions,
 };
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::{

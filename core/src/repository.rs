@@ -5,12 +5,13 @@ use tracing::{debug, field, warn, Instrument};
 
 use uuid::Uuid;
 
-pub use self::once::command_event_id;
+pub use self::{as_of::AsOf, once::command_event_id};
 use crate::{
     decode_event, encode_event, Aggregate, Encoding, Envelope, Error, EventStore, ExpectedVersion,
     Metadata, Position, ReadStream, RecordedEvent, Result, Snapshot, SnapshotStore, Upcasters,
 };
 
+mod as_of;
 mod once;
 
 /// How a [`Repository`] snapshots, retries and encodes.

@@ -354,6 +354,40 @@ pub trait EventStore: Send + Sync {
         async { Ok(0) }
     }
 
+    /// The log position to read after to see every event recorded at or after `at`
+    /// ([`Position::START`] when that is all of them). Reading after it may also return a
+    /// few events recorded before `at`: `recorded_at` is the appending transaction's start
+    /// time, not its commit, so it is not monotone in log order; but every event up to the
+    /// returned position was recorded before `at`. Where the log ends before `at`, the
+    /// head (read after it from then on: only newer events).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`](crate::Error::Backend) when the store fails.
+    ///
+    /// The default scans the log; stores override it with an index.
+    fn position_at(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<Position>> + Send {
+        async move {
+            let (mut after, mut before) = (Position::START, Position::START);
+            loop {
+                let page = self.read_all(ReadAll::after(after).limit(1_000)).await?;
+                let Some(last) = page.last() else {
+                    return self.head().await;
+                };
+                for event in &page {
+                    if event.recorded_at >= at {
+                        return Ok(before);
+                    }
+                    before = event.position;
+                }
+                after = last.position;
+            }
+        }
+    }
+
     /// When the event at `position` was recorded (`None` for [`Position::START`], a
     /// position no event has, or a store that does not say). Status reports use it for the
     /// time of the head's and a checkpoint's event.

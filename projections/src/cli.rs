@@ -30,6 +30,7 @@ use std::{
 
 use annals_core::EventStore;
 use annals_store_postgres::PgEventStore;
+use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -78,7 +79,13 @@ pub enum ProjectionCommand {
     Run,
     /// Run only the relays (to NATS), until Ctrl-C (or SIGTERM): relays scale apart from
     /// the projections.
-    Relay,
+    Relay {
+        /// Start the relays at this time (RFC 3339, `2026-11-30T00:00Z`, or a date): every
+        /// event recorded since is published, earlier ones are skipped. Refused while a
+        /// relay runs elsewhere.
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        from: Option<DateTime<Utc>>,
+    },
     /// Rebuild a projection into shadow tables while the live ones keep serving, then swap
     /// them in atomically. An interrupted rebuild resumes when run again.
     Rebuild {
@@ -91,6 +98,11 @@ pub enum ProjectionCommand {
         /// projection's policy is to halt (by default the rebuild follows the policy).
         #[arg(long, conflicts_with = "discard")]
         skip_failures: bool,
+        /// Build the read model as it stood at this time (RFC 3339, `2026-11-30T00:00Z`,
+        /// or a date) into the shadow, and stop there without swapping, for inspection;
+        /// `rebuild NAME` later finishes it and swaps it in.
+        #[arg(long, value_name = "TIME", value_parser = parse_time, conflicts_with = "discard")]
+        until: Option<DateTime<Utc>>,
     },
     /// Empty a projection's tables and replay the log into them (readers see an empty
     /// table meanwhile: for small read models; prefer `rebuild`).
@@ -198,7 +210,12 @@ pub async fn execute(engine: &Engine, command: ProjectionCommand) -> Result<()> 
             }
         },
         ProjectionCommand::Run => run(engine, None).await,
-        ProjectionCommand::Relay => run(engine, Some("relay")).await,
+        ProjectionCommand::Relay { from } => {
+            if let Some(from) = from {
+                relay_from(engine, from).await?;
+            }
+            run(engine, Some("relay")).await
+        }
         ProjectionCommand::Rebuild {
             name,
             discard: true,
@@ -217,7 +234,14 @@ pub async fn execute(engine: &Engine, command: ProjectionCommand) -> Result<()> 
             name,
             discard: false,
             skip_failures,
+            until: None,
         } => rebuild(engine, &name, skip_failures).await,
+        ProjectionCommand::Rebuild {
+            name,
+            discard: false,
+            skip_failures,
+            until: Some(until),
+        } => rebuild_until(engine, &name, skip_failures, until).await,
         ProjectionCommand::Reset { name, yes } => reset(engine, &name, yes).await,
         ProjectionCommand::Skip { name, park_stream } => {
             let letter = engine.skip(&name, park_stream).await?;
@@ -618,6 +642,80 @@ async fn rebuild(engine: &Engine, name: &str, skip_failures: bool) -> Result<()>
     if letters > 0 {
         println!("{letters} dead letters (`dead-letters list --projection {name}`)");
     }
+    Ok(())
+}
+
+/// A time on the command line: RFC 3339, `2026-11-30T00:00Z` (no seconds), or a date (its
+/// midnight, UTC).
+fn parse_time(s: &str) -> std::result::Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%MZ") {
+        return Ok(t.and_utc());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    Err(format!(
+        "`{s}` is not a time: use RFC 3339 (2026-11-30T00:00:00Z), 2026-11-30T00:00Z or 2026-11-30"
+    ))
+}
+
+/// Moves every relay's checkpoint to where the events recorded since `from` begin.
+async fn relay_from(engine: &Engine, from: DateTime<Utc>) -> Result<()> {
+    let position = engine.store().position_at(from).await?;
+    let statuses = engine.status().await?;
+    let relays: Vec<&str> = statuses
+        .iter()
+        .filter(|s| s.kind == "relay")
+        .map(|s| s.name.as_str())
+        .collect();
+    if relays.is_empty() {
+        return Err(Error::Unsupported(
+            "no relay is registered (a relay needs NATS settings)",
+        ));
+    }
+    for name in relays {
+        let was = engine.start_from(name, position).await?;
+        println!(
+            "{name} starts at {from}: after event {} (it was after event {})",
+            position.sequence(),
+            was.sequence()
+        );
+    }
+    Ok(())
+}
+
+/// A rebuild up to a time, kept in the shadow for inspection.
+async fn rebuild_until(
+    engine: &Engine,
+    name: &str,
+    skip_failures: bool,
+    until: DateTime<Utc>,
+) -> Result<()> {
+    let position = engine.store().position_at(until).await?;
+    let options = RebuildOptions::default()
+        .skip_failures(skip_failures)
+        .until(position);
+    let mut progress = Progress::new(format!("rebuilding {name} as of {until}"));
+    let outcome = tokio::select! {
+        result = engine.rebuild_with(name, &options, |p| progress.update(p.done, p.total, false)) => Some(result),
+        () = shutdown_signal() => None,
+    };
+    let Some(result) = outcome else {
+        progress.abandon();
+        println!("interrupted: run the same command again to resume");
+        return Err(Error::Interrupted(format!("rebuild of {name}")));
+    };
+    progress.finish();
+    let at = result?;
+    println!(
+        "rebuilt {name} as of {until} (events up to {}) in the shadow schema {}; not swapped",
+        at.sequence(),
+        engine.checkpoints().shadow_schema(name)
+    );
+    println!("inspect it there; `rebuild {name}` finishes it and swaps it in, `rebuild {name} --discard` drops it");
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod options;
 mod registry;
 mod running;
 mod skip;
+mod start_from;
 
 use std::{fmt, sync::Arc};
 

@@ -31,9 +31,20 @@ pub struct RebuildOptions {
     /// retried or discarded later. With `Park`, the later events of their streams are
     /// parked behind them either way.
     pub skip_failures: bool,
+    /// Stop at this log position (see `EventStore::position_at` for a time) and keep the
+    /// shadow for inspection instead of swapping it in; a later rebuild without it
+    /// resumes from there and swaps.
+    pub until: Option<Position>,
 }
 
 impl RebuildOptions {
+    /// Stop at `position` without swapping (see [`until`](RebuildOptions::until)).
+    #[must_use]
+    pub fn until(mut self, position: Position) -> Self {
+        self.until = Some(position);
+        self
+    }
+
     /// Dead-letter refused events instead of stopping (see
     /// [`skip_failures`](RebuildOptions::skip_failures)).
     #[must_use]
@@ -90,6 +101,8 @@ struct Rebuild<'a, P, S, C> {
     policy: FailurePolicy,
     /// Streams parked behind a letter of this rebuild.
     parked: HashSet<String>,
+    /// Where to stop without swapping.
+    until: Option<Position>,
 }
 
 impl<P, S, C> Rebuild<'_, P, S, C>
@@ -101,12 +114,20 @@ where
     /// The page after `after`, with the head read before it (a short page covers every
     /// event of ours up to that head) and whether the page is full.
     async fn page(&self, after: Position) -> Result<(Position, Vec<RecordedEvent>, bool)> {
-        let head = self.store.head().await?;
+        let mut head = self.store.head().await?;
         let read = ReadAll::after(after)
             .limit(self.batch)
             .event_types(self.types.iter().cloned());
-        let events = self.store.read_all(read).await?;
-        let full = events.len() == self.batch;
+        let mut events = self.store.read_all(read).await?;
+        let mut full = events.len() == self.batch;
+        if let Some(until) = self.until {
+            // Nothing past `until`: a page that reaches it is the last.
+            head = head.min(until);
+            if events.last().is_some_and(|e| e.position > until) {
+                events.retain(|e| e.position <= until);
+                full = false;
+            }
+        }
         Ok((head, events, full))
     }
 
@@ -302,6 +323,7 @@ where
         batch: batch.max(1),
         policy,
         parked: HashSet::new(),
+        until: options.until,
     };
     // One rebuild per projection at a time; status reads "rebuilding" while it holds this.
     let Some(lease) = checkpoints.try_lease(&rebuild.shadow).await? else {
@@ -351,6 +373,16 @@ where
             swapped,
         });
     };
+    if let Some(until) = rebuild.until {
+        if at > until {
+            return Err(Error::Unsupported(
+                "the unfinished rebuild is already past that point: discard it first",
+            ));
+        }
+        at = rebuild.catch_up(at, &mut report).await?;
+        info!(projection = name, checkpoint = %at, "rebuilt up to the point asked for; not swapped");
+        return Ok(at);
+    }
     loop {
         at = rebuild.catch_up(at, &mut report).await?;
         if let Some(swapped) = rebuild.swap(at).await? {

@@ -189,3 +189,12 @@ async fn racing_skips_skip_one_event() {
 async fn timers_fire_once_due_and_never_early() {
     common::timers::timers_fire_once_due_and_never_early(MemoryCheckpoints::new()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_started_at_a_time_sees_what_came_since() {
+    common::start_from::a_subscription_started_at_a_time_sees_what_came_since(
+        MemoryEventStore::new(),
+        MemoryCheckpoints::new(),
+    )
+    .await;
+}

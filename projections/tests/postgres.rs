@@ -255,3 +255,11 @@ async fn timers_fire_once_due_and_never_early() {
     common::timers::timers_fire_once_due_and_never_early(PgCheckpoints::new(&store)).await;
     drop_database(&db).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_started_at_a_time_sees_what_came_since() {
+    let (store, db) = fresh_store().await;
+    let read = PgCheckpoints::new(&store);
+    common::start_from::a_subscription_started_at_a_time_sees_what_came_since(store, read).await;
+    drop_database(&db).await;
+}

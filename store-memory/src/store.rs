@@ -271,6 +271,16 @@ impl EventStore for MemoryEventStore {
             .cloned())
     }
 
+    async fn position_at(&self, at: DateTime<Utc>) -> Result<Position> {
+        let inner = self.lock();
+        // Appends hold the store's lock, so recorded_at grows with the log here.
+        let first = inner.log.partition_point(|e| e.recorded_at < at);
+        Ok(match first.checked_sub(1) {
+            Some(before) => inner.log[before].position,
+            None => Position::START,
+        })
+    }
+
     async fn recorded_at(&self, position: Position) -> Result<Option<DateTime<Utc>>> {
         let inner = self.lock();
         Ok(inner

@@ -50,6 +50,10 @@ impl EventStore for PgEventStore {
         Ok(self.horizon().await?.held_back)
     }
 
+    async fn position_at(&self, at: DateTime<Utc>) -> Result<Position> {
+        self.position_at_time(at).await
+    }
+
     async fn recorded_at(&self, position: Position) -> Result<Option<DateTime<Utc>>> {
         if position == Position::START {
             return Ok(None);

@@ -182,6 +182,30 @@ impl PgEventStore {
         Ok(events_from_rows(&rows)?.pop())
     }
 
+    pub(crate) async fn position_at_time(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Position> {
+        let row = sqlx::query(&self.inner.sql.position_at)
+            .bind(at)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        match row {
+            None => self.head_position().await,
+            Some(row) => {
+                let commit: Option<Xid8> = row.try_get("commit_id").map_err(from_sqlx)?;
+                let position: Option<i64> = row.try_get("global_position").map_err(from_sqlx)?;
+                Ok(match (commit, position) {
+                    (Some(commit), Some(position)) => {
+                        Position::new(commit.0, to_u64(position, "global_position")?)
+                    }
+                    _ => Position::START,
+                })
+            }
+        }
+    }
+
     pub(crate) async fn head_position(&self) -> Result<Position> {
         let row = sqlx::query(&self.inner.sql.head)
             .fetch_optional(&self.pool)

@@ -11,7 +11,7 @@
 //! The checks are grouped by concept: expected versions and atomicity (`versions`),
 //! reads of streams and of the global log (`reads`), what storage keeps and refuses
 //! (`envelope`), idempotent appends (`idempotency`), snapshots (`snapshots`), commands
-//! with ids through a repository (`commands`), and
+//! with ids through a repository (`commands`), time travel (`time_travel`), and
 //! concurrent writers of every kind against a tailing reader (`torture`).
 
 use std::{
@@ -28,6 +28,7 @@ mod envelope;
 mod idempotency;
 mod reads;
 mod snapshots;
+mod time_travel;
 mod torture;
 mod versions;
 
@@ -36,6 +37,7 @@ pub use envelope::{envelope_round_trip, invalid_input_writes_nothing, stream_id_
 pub use idempotency::{idempotent_appends, repeats_that_are_not_the_same_append};
 pub use reads::{global_order_and_filters, head_position, live_waiting, stream_reads};
 pub use snapshots::{snapshot_past_the_end_is_ignored, snapshots};
+pub use time_travel::time_travel;
 pub use torture::{concurrent_appends_with_tailing_reader, TortureReport};
 pub use versions::{
     concurrent_writers_one_wins, expected_version_any, expected_version_exact,
@@ -71,6 +73,7 @@ where
     snapshots(fresh_store().await).await;
     snapshot_past_the_end_is_ignored(fresh_store().await).await;
     commands_with_ids_apply_once(fresh_store().await).await;
+    time_travel(fresh_store().await).await;
     concurrent_appends_with_tailing_reader(fresh_store().await, 8, 40).await;
 }
 

@@ -586,3 +586,59 @@ async fn status_names_the_transaction_holding_the_log_back() {
     assert_eq!(balances(&url)["horizon_lag"], 0);
     db.drop_database().await;
 }
+
+/// `rebuild --until` builds the read model as it stood at a time into the shadow, leaves
+/// the live table alone, and a later `rebuild` finishes and swaps it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_until_a_time_keeps_the_model_as_it_stood_in_the_shadow() {
+    let db = TestDatabase::new().await;
+    let url = db.url();
+    simulate(&url, 3, 30, "early");
+    std::thread::sleep(Duration::from_millis(50));
+    let between = chrono::Utc::now().to_rfc3339();
+    std::thread::sleep(Duration::from_millis(50));
+    simulate(&url, 2, 20, "late");
+
+    let said = ok(&url, &["rebuild", "account_balances", "--until", &between]);
+    assert!(
+        said.contains("not swapped") && said.contains("shadow schema"),
+        "{said}"
+    );
+    let shadow = said
+        .split("shadow schema ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .expect("the shadow schema's name")
+        .trim()
+        .to_owned();
+    let then: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT account_id FROM \"{shadow}\".account_balances ORDER BY account_id"
+    ))
+    .fetch_all(db.store().pool())
+    .await
+    .expect("the shadow table");
+    assert!(
+        !then.is_empty() && then.iter().all(|a| a.starts_with("early-")),
+        "as of the time, only the early accounts: {then:?}"
+    );
+    assert!(!balances(&url)["unfinished_rebuild"].is_null());
+    let out = run_bank(
+        &url,
+        &["rebuild", "account_balances", "--until", "yesterday"],
+        &[],
+    );
+    assert!(stderr(&out).contains("not a time"), "{}", stderr(&out));
+
+    let said = ok(&url, &["rebuild", "account_balances"]);
+    assert!(
+        said.contains("resuming") && said.contains("swapped it in"),
+        "{said}"
+    );
+    let now: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM account_balances WHERE account_id LIKE 'late-%'")
+            .fetch_one(db.store().pool())
+            .await
+            .expect("live table");
+    assert!(now > 0, "the finished rebuild lacks the late accounts");
+    db.drop_database().await;
+}

@@ -45,6 +45,12 @@ fn shadow_schema(store_schema: &str, projection: &str) -> String {
 }
 
 impl PgCheckpoints {
+    /// The schema a rebuild of `projection` writes its shadow tables in (query it to
+    /// inspect a rebuild stopped with `--until`).
+    pub fn shadow_schema(&self, projection: &str) -> String {
+        self.shadow(projection)
+    }
+
     fn shadow(&self, projection: &str) -> String {
         shadow_schema(self.store.schema(), projection)
     }

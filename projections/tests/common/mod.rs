@@ -286,6 +286,7 @@ pub mod delivery;
 pub mod parking;
 pub mod scenarios;
 pub mod skip;
+pub mod start_from;
 pub mod timers;
 
 pub async fn pg_rows(pool: &sqlx::PgPool) -> BTreeMap<String, Tally> {
