@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 mod aggregate;
+pub mod catalog;
 mod codec;
 mod envelope;
 mod error;
@@ -17,6 +18,7 @@ pub mod testkit;
 pub mod trace;
 
 pub use aggregate::{Aggregate, DomainEvent};
+pub use catalog::EventCatalog;
 pub use codec::{decode_event, encode_event, event_type_of, event_types_of, Encoding};
 pub use envelope::{Envelope, Metadata, NewEvent, RecordedEvent};
 pub use error::{BoxError, Error, Result};

@@ -417,12 +417,18 @@ impl Relay {
                     annals_core::trace::Follow::Parent,
                 );
                 let trace = annals_core::trace::context_of(&span);
+                // Where consumers in other languages find the payload's schema: its type
+                // and schema version under the relay's source.
+                let dataschema = format!(
+                    "{}/schemas/{}/{}",
+                    self.inner.source, event.event_type, event.schema_version
+                );
                 let published = Published {
                     relay: &self.inner.name,
                     source: &self.inner.source,
                     previous_version: previous,
                     batch_end,
-                    dataschema: None,
+                    dataschema: Some(&dataschema),
                     trace: trace.as_ref(),
                 };
                 let sent = match headers::to_headers(event, &published) {

@@ -99,6 +99,22 @@ async fn every_event_is_published_once_with_its_envelope_in_stream_order() {
             .map(|v| v.as_str().to_owned()),
         Some("annals://relay".to_owned())
     );
+    // The schema version and where its schema is, for consumers in other languages.
+    assert_eq!(
+        odd.headers
+            .get(headers::SCHEMA_VERSION)
+            .map(|v| v.as_str().to_owned()),
+        Some(stored[0].schema_version.to_string())
+    );
+    assert_eq!(
+        odd.headers
+            .get(headers::CE_DATASCHEMA)
+            .map(|v| v.as_str().to_owned()),
+        Some(format!(
+            "annals://relay/schemas/{}/{}",
+            stored[0].event_type, stored[0].schema_version
+        ))
+    );
     db.drop_database().await;
 }
 

@@ -125,6 +125,17 @@ pub enum ProjectionCommand {
         #[arg(long)]
         park_stream: bool,
     },
+    /// Decode every stored event (or a sample, or those recorded since a time) with the
+    /// current code and upcasters, writing nothing; report per event type how many decode
+    /// and the first failures, and exit non-zero when any fails.
+    Verify {
+        /// Only events recorded since this time.
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        since: Option<DateTime<Utc>>,
+        /// Check one event in N.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        sample: u64,
+    },
     /// List, retry or discard dead-lettered events.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
@@ -255,6 +266,7 @@ pub async fn execute(engine: &Engine, command: ProjectionCommand) -> Result<()> 
             Ok(())
         }
         ProjectionCommand::DeadLetters(command) => dead_letters(engine, command).await,
+        ProjectionCommand::Verify { since, sample } => verify(engine, since, sample).await,
     }
 }
 
@@ -660,6 +672,47 @@ fn parse_time(s: &str) -> std::result::Result<DateTime<Utc>, String> {
     Err(format!(
         "`{s}` is not a time: use RFC 3339 (2026-11-30T00:00:00Z), 2026-11-30T00:00Z or 2026-11-30"
     ))
+}
+
+async fn verify(engine: &Engine, since: Option<DateTime<Utc>>, sample: u64) -> Result<()> {
+    let catalog = engine.catalog().ok_or(Error::Unsupported(
+        "verify needs the application's event types (ProjectionEngine::with_catalog)",
+    ))?;
+    let mut options = annals_core::catalog::Verify::default().sample_every(sample);
+    if let Some(since) = since {
+        options = options.after(engine.store().position_at(since).await?);
+    }
+    let mut progress = Progress::new("verifying stored events".to_owned());
+    let report = annals_core::catalog::verify(engine.store(), catalog, &options, |read, head| {
+        progress.update(read, head.sequence(), false)
+    })
+    .await?;
+    progress.finish();
+    for (event_type, (ok, failed)) in &report.decoded {
+        println!("  {event_type:<32} {ok:>9} decode  {failed:>6} fail");
+    }
+    for (event_type, n) in &report.unknown {
+        println!("  {event_type:<32} {n:>9} not in the catalog (not checked)");
+    }
+    for f in &report.failures {
+        println!(
+            "  FAILED {}@{} ({}) at event {}: {}",
+            f.stream_id,
+            f.stream_version,
+            f.event_type,
+            f.position.sequence(),
+            f.error
+        );
+    }
+    let failed = report.failed();
+    if failed > 0 {
+        return Err(Error::Unhealthy(vec![format!(
+            "{failed} of {} events do not decode with the current code",
+            report.read
+        )]));
+    }
+    println!("{} events read; every checked one decodes", report.read);
+    Ok(())
 }
 
 /// Moves every relay's checkpoint to where the events recorded since `from` begin.

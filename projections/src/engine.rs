@@ -31,6 +31,7 @@ pub(crate) struct EngineInner<S, C> {
     pub(crate) options: EngineOptions,
     pub(crate) upcasters: Arc<Upcasters>,
     pub(crate) entries: Vec<Box<dyn Registered<S, C>>>,
+    pub(crate) catalog: Option<annals_core::EventCatalog>,
 }
 
 /// Runs subscriptions: each in its own worker, with its own checkpoint.
@@ -91,6 +92,7 @@ where
                 options: EngineOptions::default(),
                 upcasters: Arc::new(Upcasters::new()),
                 entries: Vec::new(),
+                catalog: None,
             }),
         }
     }
@@ -119,6 +121,18 @@ where
     #[must_use]
     pub fn with_upcasters(self, upcasters: Upcasters) -> Self {
         self.edit(|inner| inner.upcasters = Arc::new(upcasters))
+    }
+
+    /// The application's event types, for `verify` (decoding stored history with the
+    /// current code) and schema checks.
+    #[must_use]
+    pub fn with_catalog(self, catalog: annals_core::EventCatalog) -> Self {
+        self.edit(|inner| inner.catalog = Some(catalog))
+    }
+
+    /// The catalog given to [`with_catalog`](ProjectionEngine::with_catalog).
+    pub fn catalog(&self) -> Option<&annals_core::EventCatalog> {
+        self.inner.catalog.as_ref()
     }
 
     /// Adds a projection (a read model, rebuildable from the log).

@@ -14,3 +14,13 @@ pub mod transfer;
 pub use account::{AccountCommand, AccountEvent, AccountStatus, BankAccount, BankError, Cents};
 pub use scenario::{print_balances, run_scenario};
 pub use simulate::simulate;
+
+/// Every event type the bank writes and reads: what `bank verify` checks stored history
+/// against.
+pub fn catalog() -> annals_core::EventCatalog {
+    annals_core::EventCatalog::new()
+        .with::<AccountEvent>()
+        .with::<customers::CustomerEvent>()
+        .with::<transfer::RequestEvent>()
+        .with::<transfer::TransferEvent>()
+}

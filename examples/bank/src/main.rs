@@ -257,6 +257,7 @@ fn engine(
 ) -> ProjectionEngine<PgEventStore, PgCheckpoints> {
     let checkpoints = PgCheckpoints::new(store);
     let engine = ProjectionEngine::new(store.clone(), checkpoints.clone())
+        .with_catalog(bank::catalog())
         .register(AccountBalances::from_env())
         .subscribe(transfers(store, &checkpoints));
     match nats {
