@@ -31,6 +31,10 @@ fn check<E: DomainEvent>(event: &RecordedEvent, upcasters: &Upcasters) -> Result
 pub struct EventCatalog {
     types: BTreeMap<&'static str, (&'static str, Check)>,
     upcasters: Arc<Upcasters>,
+    /// Payload schemas by event type (feature `schema`).
+    schemas: BTreeMap<String, serde_json::Value>,
+    /// Schema versions the code writes, where not 1.
+    versions: BTreeMap<String, u32>,
 }
 
 impl std::fmt::Debug for EventCatalog {
@@ -63,6 +67,113 @@ impl EventCatalog {
     pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
         self.upcasters = Arc::new(upcasters);
         self
+    }
+
+    /// Adds every variant of `E` with its payload's JSON Schema (derived with `schemars`),
+    /// for [`schema_file`](EventCatalog::schema_file) and
+    /// [`check_schema_file`](EventCatalog::check_schema_file).
+    #[cfg(feature = "schema")]
+    #[must_use]
+    pub fn with_schema<E: DomainEvent + schemars::JsonSchema>(mut self) -> Self {
+        let root = schemars::schema_for!(E);
+        let variants = crate::schema::variants(root.as_value());
+        for name in event_types_of::<E>().unwrap_or_default() {
+            if let Some(schema) = variants.get(*name) {
+                self.schemas.insert((*name).to_owned(), schema.clone());
+            }
+        }
+        self.with::<E>()
+    }
+
+    /// Declares the schema version the code writes for `event_type` (what its
+    /// [`DomainEvent::schema_version`] returns; 1 when not declared).
+    #[must_use]
+    pub fn schema_version(mut self, event_type: &str, version: u32) -> Self {
+        self.versions.insert(event_type.to_owned(), version);
+        self
+    }
+
+    fn version_of(&self, event_type: &str) -> u32 {
+        self.versions.get(event_type).copied().unwrap_or(1)
+    }
+
+    /// The schemas to commit: per event type, its schema version and payload schema, as
+    /// stable, pretty JSON.
+    pub fn schema_file(&self) -> String {
+        let file: serde_json::Map<String, serde_json::Value> = self
+            .schemas
+            .iter()
+            .map(|(name, schema)| {
+                let entry = serde_json::json!({
+                    "schema_version": self.version_of(name),
+                    "schema": schema,
+                });
+                (name.clone(), entry)
+            })
+            .collect();
+        let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// Compares the code's schemas with a committed [`schema_file`](EventCatalog::schema_file):
+    /// every incompatible change, naming the event type, the field and the change. An event
+    /// type whose schema version went up is exempt when an upcaster from the recorded
+    /// version is registered. Event types new in the code pass.
+    ///
+    /// # Errors
+    ///
+    /// The changes, when there is any (or the file does not parse).
+    pub fn check_schema_file(
+        &self,
+        recorded: &str,
+    ) -> std::result::Result<(), Vec<crate::schema::SchemaChange>> {
+        use crate::schema::{compare, SchemaChange};
+        let whole = |change: String| SchemaChange {
+            event_type: String::new(),
+            field: String::new(),
+            change,
+        };
+        let recorded: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(recorded)
+                .map_err(|e| vec![whole(format!("the schema file does not parse: {e}"))])?;
+        let mut changes = Vec::new();
+        for (name, entry) in &recorded {
+            let old_version = entry
+                .get("schema_version")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(1);
+            let Some(new) = self.schemas.get(name) else {
+                changes.push(SchemaChange {
+                    event_type: name.clone(),
+                    field: String::new(),
+                    change: "was removed: stored events of this type can no longer be read"
+                        .to_owned(),
+                });
+                continue;
+            };
+            let new_version = self.version_of(name);
+            if new_version > old_version {
+                if !self.upcasters.has(name, old_version) {
+                    changes.push(SchemaChange {
+                        event_type: name.clone(),
+                        field: String::new(),
+                        change: format!(
+                            "schema version went from {old_version} to {new_version} without an upcaster from {old_version}"
+                        ),
+                    });
+                }
+                continue;
+            }
+            let old = entry.get("schema").cloned().unwrap_or_default();
+            compare(name, "", &old, new, &mut changes);
+        }
+        if changes.is_empty() {
+            Ok(())
+        } else {
+            Err(changes)
+        }
     }
 
     /// Whether `event_type` is in the catalog.

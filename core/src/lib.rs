@@ -9,6 +9,7 @@ mod error;
 mod position;
 mod repeat;
 mod repository;
+pub mod schema;
 mod snapshot;
 mod store;
 mod upcast;

@@ -63,6 +63,13 @@ impl Upcasters {
         self
     }
 
+    /// Whether an upcaster brings `event_type` up from `from_version`.
+    pub fn has(&self, event_type: &str, from_version: u32) -> bool {
+        self.json
+            .get(event_type)
+            .is_some_and(|steps| steps.contains_key(&from_version))
+    }
+
     /// True when nothing is registered.
     pub fn is_empty(&self) -> bool {
         self.json.is_empty()

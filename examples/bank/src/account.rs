@@ -87,7 +87,7 @@ pub enum AccountCommand {
 }
 
 /// What happened to an account. The serde names are the persisted event types.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum AccountEvent {
     /// The account was opened.
     #[serde(rename = "account-opened")]

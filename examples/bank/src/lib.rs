@@ -19,8 +19,22 @@ pub use simulate::simulate;
 /// against.
 pub fn catalog() -> annals_core::EventCatalog {
     annals_core::EventCatalog::new()
-        .with::<AccountEvent>()
-        .with::<customers::CustomerEvent>()
-        .with::<transfer::RequestEvent>()
-        .with::<transfer::TransferEvent>()
+        .with_schema::<AccountEvent>()
+        .with_schema::<customers::CustomerEvent>()
+        .with_schema::<transfer::RequestEvent>()
+        .with_schema::<transfer::TransferEvent>()
+}
+
+/// The committed schemas of the bank's events (see [`catalog`]): CI checks the code
+/// against it.
+pub const SCHEMA_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas.json");
+
+#[cfg(test)]
+mod schema_tests {
+    /// The code's event schemas are compatible with the committed file
+    /// (`ANNALS_WRITE_SCHEMAS=1 cargo test -p bank` rewrites it after a compatible change).
+    #[test]
+    fn the_event_schemas_match_the_committed_file() {
+        annals_core::testkit::check_schema_file(&super::catalog(), super::SCHEMA_FILE);
+    }
 }

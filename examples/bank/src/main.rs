@@ -83,6 +83,16 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionCommand,
     },
+    /// Write the bank's event schemas to a file, or check the code against one (exit 1,
+    /// naming each incompatible change). Needs no database.
+    Schemas {
+        /// `write` or `check`.
+        #[arg(value_parser = ["write", "check"])]
+        action: String,
+        /// The schema file.
+        #[arg(default_value = bank::SCHEMA_FILE)]
+        file: std::path::PathBuf,
+    },
     /// Print a shell completion script (`bank completions bash > /etc/bash_completion.d/bank`).
     Completions {
         /// The shell.
@@ -147,6 +157,33 @@ async fn run() -> anyhow::Result<()> {
     }
     let nats = nats_options(cli.nats_url.as_deref())?;
     let command = cli.command.unwrap_or(Command::Scenario);
+    if let Command::Schemas { action, file } = &command {
+        let catalog = bank::catalog();
+        if action == "write" {
+            std::fs::write(file, catalog.schema_file())
+                .with_context(|| format!("writing {}", file.display()))?;
+            println!(
+                "wrote the schemas of {} event types to {}",
+                catalog.event_types().count(),
+                file.display()
+            );
+            return Ok(());
+        }
+        let recorded =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        if let Err(changes) = catalog.check_schema_file(&recorded) {
+            for change in &changes {
+                println!("  {change}");
+            }
+            anyhow::bail!(
+                "{} incompatible schema changes against {}",
+                changes.len(),
+                file.display()
+            );
+        }
+        println!("the event schemas are compatible with {}", file.display());
+        return Ok(());
+    }
     if let Command::Completions { shell } = command {
         clap_complete::generate(shell, &mut Cli::command(), "bank", &mut std::io::stdout());
         return Ok(());
@@ -198,7 +235,7 @@ async fn run() -> anyhow::Result<()> {
                 .consume(bank::statements::consumer(nats));
             Ok(execute(&engine, command).await?)
         }
-        (Command::Completions { .. }, _) => Ok(()),
+        (Command::Completions { .. } | Command::Schemas { .. }, _) => Ok(()),
         (Command::Ops(_), None) => {
             anyhow::bail!("this command needs a database: --database-url or DATABASE_URL")
         }

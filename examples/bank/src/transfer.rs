@@ -48,7 +48,7 @@ pub struct RequestTransfer {
 }
 
 /// A transfer was asked for.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum RequestEvent {
     /// The request.
     #[serde(rename = "transfer-requested")]
@@ -180,7 +180,7 @@ pub enum Observed {
 impl DomainEvent for Observed {}
 
 /// The transfer's decisions, recorded in its stream. Each carries what its commands need.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[allow(missing_docs)]
 pub enum TransferEvent {
     /// Debit the source; give up after the timeout.

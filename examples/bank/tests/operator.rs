@@ -674,3 +674,43 @@ async fn verify_names_the_events_the_code_cannot_read() {
     assert!(said.contains("every checked one decodes"), "{said}");
     db.drop_database().await;
 }
+
+/// `schemas write` and `schemas check` through the binary, with no database: a recorded
+/// field the code no longer has fails, naming the event type and the field.
+#[test]
+fn schema_check_names_an_incompatible_change() {
+    let dir = std::env::temp_dir().join(format!("bank-schemas-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("schemas.json");
+    let file = file.to_str().expect("utf-8 path");
+    let run = |args: &[&str]| {
+        std::process::Command::new(BANK)
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("bank")
+    };
+    let out = run(&["schemas", "write", file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["schemas", "check", file]);
+    assert!(
+        out.status.success() && stdout(&out).contains("compatible"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The recorded history knows a field the code dropped.
+    let mut recorded: Value =
+        serde_json::from_str(&std::fs::read_to_string(file).expect("read")).expect("json");
+    recorded["account-opened"]["schema"]["properties"]["branch"] =
+        serde_json::json!({"type": "string"});
+    std::fs::write(file, recorded.to_string()).expect("write");
+    let out = run(&["schemas", "check", file]);
+    assert!(!out.status.success(), "a removed field passed");
+    assert!(
+        stdout(&out).contains("account-opened: field `branch` was removed"),
+        "{}",
+        stdout(&out)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
