@@ -12,6 +12,7 @@ use crate::{
 };
 
 mod as_of;
+mod create;
 mod once;
 
 /// How a [`Repository`] snapshots, retries and encodes.

@@ -6,9 +6,9 @@
 //! type, or adding or making one required fails, unless the event's schema version was
 //! bumped and an upcaster from the recorded version is registered.
 
-use std::{collections::BTreeMap, fmt};
+use std::fmt;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// A change between an event type's recorded schema and the code's.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,13 +37,14 @@ impl fmt::Display for SchemaChange {
 
 /// The payload schema of each variant of a derived enum schema, by serde name, with
 /// `$ref`s inlined (a unit variant's payload is `null`).
-pub(crate) fn variants(root: &Value) -> BTreeMap<String, Value> {
+#[cfg(feature = "schema")]
+pub(crate) fn variants(root: &Value) -> std::collections::BTreeMap<String, Value> {
     let defs = root
         .get("$defs")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let mut out = BTreeMap::new();
+    let mut out = std::collections::BTreeMap::new();
     for variant in root
         .get("oneOf")
         .and_then(Value::as_array)
@@ -52,12 +53,12 @@ pub(crate) fn variants(root: &Value) -> BTreeMap<String, Value> {
     {
         if let Some(names) = variant.get("enum").and_then(Value::as_array) {
             for name in names.iter().filter_map(Value::as_str) {
-                out.insert(name.to_owned(), json!({ "type": "null" }));
+                out.insert(name.to_owned(), serde_json::json!({ "type": "null" }));
             }
             continue;
         }
         if let Some(name) = variant.get("const").and_then(Value::as_str) {
-            out.insert(name.to_owned(), json!({ "type": "null" }));
+            out.insert(name.to_owned(), serde_json::json!({ "type": "null" }));
             continue;
         }
         if let Some(props) = variant.get("properties").and_then(Value::as_object) {
@@ -69,6 +70,7 @@ pub(crate) fn variants(root: &Value) -> BTreeMap<String, Value> {
     out
 }
 
+#[cfg(feature = "schema")]
 fn inline(value: &Value, defs: &Map<String, Value>, depth: usize) -> Value {
     match value {
         Value::Object(object) => {

@@ -154,6 +154,20 @@ where
         .expect("decided again after the deposit");
     assert!(!later.repeated && later.state.balance == 65);
 
+    // A creating command appends without reading; on an existing stream it decides on
+    // the real state (here: a withdrawal a new wallet would refuse).
+    let fresh = super::unique("w");
+    let created = wallets
+        .create(&fresh, WalletCommand::Deposit(5))
+        .await
+        .expect("create");
+    assert_eq!((created.version, created.state.balance), (1, 5));
+    let existing = wallets
+        .create(&fresh, WalletCommand::Withdraw(3))
+        .await
+        .expect("create on an existing stream decides on its state");
+    assert_eq!((existing.version, existing.state.balance), (2, 2));
+
     // One command id, another aggregate: its event ids are taken; a typed error, no write.
     let other = super::unique("w");
     let refused = wallets
