@@ -12,8 +12,15 @@ use crate::{
 };
 
 mod as_of;
-mod create;
 mod once;
+
+/// Where a command starts: from the loaded aggregate, or (a creating command) from a new
+/// one, without reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    Load,
+    New,
+}
 
 /// How a [`Repository`] snapshots, retries and encodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -274,13 +281,48 @@ where
         &self,
         id: &str,
         command: A::Command,
-        mut metadata: Metadata,
+        metadata: Metadata,
     ) -> Result<Executed<A>, ExecuteError<A::Error>>
     where
         A::Command: Clone,
     {
-        // The command gets an id of its own for the causal chain (not for idempotency:
-        // see execute_once): the events' causation, and their correlation unless given.
+        self.execute_plain(id, command, metadata, Start::Load).await
+    }
+
+    /// Runs `command` on aggregate `id` as its first command: decided against the
+    /// default state and appended with [`ExpectedVersion::NoStream`], in one round trip
+    /// (no load). When the stream exists already, or a new aggregate would refuse or ignore
+    /// the command, it runs as [`execute`](Repository::execute) does (load, decide,
+    /// append), so the aggregate answers as it would (say, "already open").
+    ///
+    /// # Errors
+    ///
+    /// As [`execute`](Repository::execute).
+    pub async fn create(
+        &self,
+        id: &str,
+        command: A::Command,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        self.execute_plain(id, command, Metadata::default(), Start::New)
+            .await
+    }
+
+    /// A command without an id: it gets one of its own for the causal chain (not for
+    /// idempotency: see execute_once), the events' causation, and their correlation unless
+    /// given.
+    async fn execute_plain(
+        &self,
+        id: &str,
+        command: A::Command,
+        mut metadata: Metadata,
+        start: Start,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>>
+    where
+        A::Command: Clone,
+    {
         let command_id = Uuid::now_v7();
         metadata.causation_id = metadata.causation_id.or(Some(command_id));
         metadata.correlation_id = metadata.correlation_id.or(Some(command_id));
@@ -289,10 +331,11 @@ where
             "annals.execute",
             aggregate = A::TYPE,
             stream = %stream_id,
+            create = start == Start::New,
             version = field::Empty,
             retries = field::Empty,
         );
-        self.run(&stream_id, command, metadata, None)
+        self.run(&stream_id, command, metadata, None, start)
             .instrument(span)
             .await
     }
@@ -316,11 +359,14 @@ where
         command: A::Command,
         metadata: Metadata,
         command_id: Option<Uuid>,
+        start: Start,
     ) -> Result<Executed<A>, ExecuteError<A::Error>>
     where
         A::Command: Clone,
     {
-        let result = self.decide(stream_id, command, metadata, command_id).await;
+        let result = self
+            .decide(stream_id, command, metadata, command_id, start)
+            .await;
         Self::count(&result);
         result
     }
@@ -331,15 +377,25 @@ where
         command: A::Command,
         metadata: Metadata,
         command_id: Option<Uuid>,
+        mut start: Start,
     ) -> Result<Executed<A>, ExecuteError<A::Error>>
     where
         A::Command: Clone,
     {
         let mut retries = 0;
         loop {
+            let fresh = start == Start::New;
             let Loaded {
                 mut state, version, ..
-            } = self.load_stream(stream_id).await?;
+            } = if fresh {
+                Loaded {
+                    state: A::default(),
+                    version: 0,
+                    from_snapshot: None,
+                }
+            } else {
+                self.load_stream(stream_id).await?
+            };
             if let Some(command_id) = command_id {
                 if let Some(done) = self.applied(stream_id, command_id).await? {
                     return Ok(Executed {
@@ -356,7 +412,19 @@ where
                 let _handle = tracing::debug_span!("annals.handle", version).entered();
                 state.handle(command.clone())
             };
-            let events = decided.map_err(ExecuteError::Rejected)?;
+            let events = match decided {
+                // Refused, or nothing to do, by a new aggregate: the stream may exist
+                // already; decide on its real state.
+                Ok(events) if fresh && events.is_empty() => {
+                    start = Start::Load;
+                    continue;
+                }
+                Err(_) if fresh => {
+                    start = Start::Load;
+                    continue;
+                }
+                decided => decided.map_err(ExecuteError::Rejected)?,
+            };
             if events.is_empty() {
                 return Ok(Executed {
                     state,
@@ -379,9 +447,14 @@ where
                     Ok(event)
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let expected = if fresh {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(version)
+            };
             let appended = self
                 .store
-                .append_to_stream(stream_id, ExpectedVersion::Exact(version), new_events)
+                .append_to_stream(stream_id, expected, new_events)
                 .await;
             match appended {
                 Ok(appended) => {
@@ -411,6 +484,8 @@ where
                     debug!("the command was applied concurrently; reading its outcome");
                     retries += 1;
                 }
+                // It exists: load it (not a retry of a race).
+                Err(e) if e.is_conflict() && fresh => start = Start::Load,
                 Err(e) if e.is_conflict() && retries < self.options.max_conflict_retries => {
                     retries += 1;
                     metrics::counter!("annals_commands_total", "aggregate" => A::TYPE, "outcome" => "conflict_retried")

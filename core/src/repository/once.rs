@@ -112,9 +112,15 @@ where
             version = field::Empty,
             retries = field::Empty,
         );
-        self.run(&stream_id, command, metadata, Some(command_id))
-            .instrument(span)
-            .await
+        self.run(
+            &stream_id,
+            command,
+            metadata,
+            Some(command_id),
+            super::Start::Load,
+        )
+        .instrument(span)
+        .await
     }
 
     /// The events, version and position command `command_id` recorded on `stream_id`, if
