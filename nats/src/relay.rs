@@ -156,6 +156,8 @@ struct Inner {
     source: String,
     connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
     state: Mutex<State>,
+    /// `annals_relay_published_total`, registered at the first publish.
+    published: std::sync::OnceLock<metrics::Counter>,
 }
 
 /// Publishes the global log to NATS JetStream: register it on a
@@ -238,6 +240,7 @@ impl Relay {
                 source,
                 connection: tokio::sync::Mutex::new(None),
                 state: Mutex::new(State::default()),
+                published: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -465,7 +468,11 @@ impl Relay {
                 match ack {
                     Ok(ack) => {
                         debug!(subject = %chain.subject, version = event.stream_version, sequence = ack.sequence, duplicate = ack.duplicate, "published");
-                        metrics::counter!("annals_relay_published_total", "subscription" => self.inner.name.clone())
+                        self.inner
+                            .published
+                            .get_or_init(|| {
+                                metrics::counter!("annals_relay_published_total", "subscription" => self.inner.name.clone())
+                            })
                             .increment(1);
                         chain.last = Some(event.stream_version);
                         chain.next += 1;

@@ -11,6 +11,7 @@
 //! undone with the transaction, and `deliver` must be idempotent.
 
 mod bus;
+mod meters;
 mod status;
 mod worker;
 

@@ -99,6 +99,7 @@ pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) checkpoint: watch::Sender<Position>,
     pub(crate) state: watch::Sender<(SubscriptionState, Option<String>)>,
+    pub(crate) meters: super::meters::Meters,
     rate: Mutex<VecDeque<(Instant, usize)>>,
 }
 
@@ -110,6 +111,7 @@ impl Shared {
             name: name.to_owned(),
             checkpoint: watch::channel(Position::START).0,
             state: watch::channel((SubscriptionState::Stopped, None)).0,
+            meters: super::meters::Meters::new(name),
             rate: Mutex::default(),
         }
     }
@@ -119,8 +121,7 @@ impl Shared {
     }
 
     pub(crate) fn processed(&self, events: usize) {
-        metrics::counter!("annals_events_processed_total", "subscription" => self.name.clone())
-            .increment(events as u64);
+        self.meters.events_processed.increment(events as u64);
         let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         rate.push_back((now, events));

@@ -197,11 +197,10 @@ where
         head: Option<Position>,
         first: Option<&RecordedEvent>,
     ) {
-        let name = self.name().to_owned();
+        let meters = &self.shared.meters;
         if let Some(head) = head {
             let lag = head.sequence().saturating_sub(checkpoint.sequence());
-            metrics::gauge!("annals_subscription_lag_events", "subscription" => name.clone())
-                .set(lag as f64);
+            meters.lag_events.set(lag as f64);
         }
         let seconds = first.map_or(0.0, |e| {
             (chrono::Utc::now() - e.recorded_at)
@@ -209,7 +208,7 @@ where
                 .max(0) as f64
                 / 1000.0
         });
-        metrics::gauge!("annals_subscription_lag_seconds", "subscription" => name).set(seconds);
+        meters.lag_seconds.set(seconds);
     }
 
     /// Waits for the lease; `None` when shut down first.
@@ -307,15 +306,13 @@ where
             }
             if horizon_checked.elapsed() >= HORIZON_EVERY {
                 if let Ok(held_back) = self.store.held_back().await {
-                    metrics::gauge!("annals_horizon_lag_events", "subscription" => self.name().to_owned())
-                        .set(held_back as f64);
+                    self.shared.meters.horizon_lag.set(held_back as f64);
                 }
                 horizon_checked = Instant::now();
             }
             if reported.elapsed() >= PROGRESS_EVERY {
                 let letters = self.checkpoints.dead_letters(Some(self.name())).await?;
-                metrics::gauge!("annals_dead_letters", "subscription" => self.name().to_owned())
-                    .set(letters.len() as f64);
+                self.shared.meters.dead_letters.set(letters.len() as f64);
                 let head = self.store.head().await?;
                 info!(
                     %checkpoint,
@@ -438,12 +435,16 @@ where
                 Ok(()) => self.kind.apply(events, &mut tx).await,
                 Err(failure) => Err(failure),
             };
-            metrics::histogram!("annals_handler_duration_seconds", "subscription" => self.name().to_owned())
+            self.shared
+                .meters
+                .handler_seconds
                 .record(handling.elapsed().as_secs_f64());
             match outcome {
                 Ok(()) => {
                     self.checkpoints.commit(tx, self.name(), to).await?;
-                    metrics::histogram!("annals_batch_duration_seconds", "subscription" => self.name().to_owned())
+                    self.shared
+                        .meters
+                        .batch_seconds
                         .record(started.elapsed().as_secs_f64());
                     self.shared.processed(events.len());
                     debug!(
@@ -567,8 +568,7 @@ where
                     .record_dead_letter(&mut tx, &letter)
                     .await?;
                 self.checkpoints.commit(tx, self.name(), to).await?;
-                metrics::counter!("annals_dead_letters_total", "subscription" => self.name().to_owned())
-                    .increment(1);
+                self.shared.meters.dead_letters_total.increment(1);
                 warn!(%letter, "dead-lettered event");
                 Ok(to)
             }
