@@ -245,14 +245,8 @@ pub async fn execute(engine: &Engine, command: ProjectionCommand) -> Result<()> 
             name,
             discard: false,
             skip_failures,
-            until: None,
-        } => rebuild(engine, &name, skip_failures).await,
-        ProjectionCommand::Rebuild {
-            name,
-            discard: false,
-            skip_failures,
-            until: Some(until),
-        } => rebuild_until(engine, &name, skip_failures, until).await,
+            until,
+        } => rebuild(engine, &name, skip_failures, until).await,
         ProjectionCommand::Reset { name, yes } => reset(engine, &name, yes).await,
         ProjectionCommand::Skip { name, park_stream } => {
             let letter = engine.skip(&name, park_stream).await?;
@@ -419,13 +413,13 @@ async fn status(engine: &Engine, json: bool) -> Result<Vec<SubscriptionStatus>> 
             ago(Some(at), now)
         );
     }
-    let horizon = engine.store().horizon().await?;
-    if horizon.held_back > 0 {
+    // Every log subscription carries the same horizon lag: ask who holds it only then.
+    let held_back = statuses.iter().map(|s| s.horizon_lag).max().unwrap_or(0);
+    if held_back > 0 {
         println!(
-            "log horizon: {} committed events are held back from every reader by an open transaction",
-            horizon.held_back
+            "log horizon: {held_back} committed events are held back from every reader by an open transaction"
         );
-        if let Some(h) = &horizon.holder {
+        if let Some(h) = engine.store().horizon_holder().await? {
             println!(
                 "  pid {} (database {}, user {}, {}) open for {}: {}",
                 h.pid,
@@ -612,15 +606,27 @@ impl Progress {
     }
 }
 
-async fn rebuild(engine: &Engine, name: &str, skip_failures: bool) -> Result<()> {
+/// A rebuild: swapped in when it has caught up, or, `until` a time, kept in the shadow for
+/// inspection.
+async fn rebuild(
+    engine: &Engine,
+    name: &str,
+    skip_failures: bool,
+    until: Option<DateTime<Utc>>,
+) -> Result<()> {
     if let Some(at) = engine.rebuild_checkpoint(name).await? {
         println!(
             "resuming the unfinished rebuild of {name} from event {} (use --discard to start over)",
             at.sequence()
         );
     }
-    let mut progress = Progress::new(format!("rebuilding {name}"));
-    let options = RebuildOptions::default().skip_failures(skip_failures);
+    let mut options = RebuildOptions::default().skip_failures(skip_failures);
+    let mut label = format!("rebuilding {name}");
+    if let Some(until) = until {
+        options = options.until(engine.store().position_at(until).await?);
+        label.push_str(&format!(" as of {until}"));
+    }
+    let mut progress = Progress::new(label);
     // The rebuild future is dropped on a signal: its open shadow batch rolls back and its
     // lease is released, so nothing is left claiming to run.
     let outcome = tokio::select! {
@@ -637,7 +643,7 @@ async fn rebuild(engine: &Engine, name: &str, skip_failures: bool) -> Result<()>
         println!(
             "interrupted: the rebuild of {name} stopped at {at}; the live tables were not touched"
         );
-        println!("run `rebuild {name}` again to resume, or `rebuild {name} --discard` to drop it");
+        println!("run the same command again to resume, or `rebuild {name} --discard` to drop it");
         return Err(Error::Interrupted(format!("rebuild of {name}")));
     };
     match &result {
@@ -645,6 +651,15 @@ async fn rebuild(engine: &Engine, name: &str, skip_failures: bool) -> Result<()>
         Err(_) => progress.abandon(),
     }
     let at = result?;
+    if let Some(until) = until {
+        println!(
+            "rebuilt {name} as of {until} (events up to {}) in the shadow schema {}; not swapped",
+            at.sequence(),
+            engine.checkpoints().shadow_schema(name)
+        );
+        println!("inspect it there; `rebuild {name}` finishes it and swaps it in, `rebuild {name} --discard` drops it");
+        return Ok(());
+    }
     let letters = engine.dead_letters(Some(name)).await?.len();
     println!(
         "rebuilt {name} and swapped it in at event {} in {}; live workers continue from there",
@@ -737,38 +752,6 @@ async fn relay_from(engine: &Engine, from: DateTime<Utc>) -> Result<()> {
             was.sequence()
         );
     }
-    Ok(())
-}
-
-/// A rebuild up to a time, kept in the shadow for inspection.
-async fn rebuild_until(
-    engine: &Engine,
-    name: &str,
-    skip_failures: bool,
-    until: DateTime<Utc>,
-) -> Result<()> {
-    let position = engine.store().position_at(until).await?;
-    let options = RebuildOptions::default()
-        .skip_failures(skip_failures)
-        .until(position);
-    let mut progress = Progress::new(format!("rebuilding {name} as of {until}"));
-    let outcome = tokio::select! {
-        result = engine.rebuild_with(name, &options, |p| progress.update(p.done, p.total, false)) => Some(result),
-        () = shutdown_signal() => None,
-    };
-    let Some(result) = outcome else {
-        progress.abandon();
-        println!("interrupted: run the same command again to resume");
-        return Err(Error::Interrupted(format!("rebuild of {name}")));
-    };
-    progress.finish();
-    let at = result?;
-    println!(
-        "rebuilt {name} as of {until} (events up to {}) in the shadow schema {}; not swapped",
-        at.sequence(),
-        engine.checkpoints().shadow_schema(name)
-    );
-    println!("inspect it there; `rebuild {name}` finishes it and swaps it in, `rebuild {name} --discard` drops it");
     Ok(())
 }
 

@@ -47,7 +47,7 @@ impl EventStore for PgEventStore {
     }
 
     async fn held_back(&self) -> Result<u64> {
-        Ok(self.horizon().await?.held_back)
+        self.held_back_count().await
     }
 
     async fn position_at(&self, at: DateTime<Utc>) -> Result<Position> {

@@ -8,17 +8,6 @@ use sqlx::Row;
 
 use crate::{error::from_sqlx, PgEventStore};
 
-/// Where the horizon stands.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct Horizon {
-    /// Events committed but not yet visible to tailing readers (0 when nothing holds the
-    /// horizon back).
-    pub held_back: u64,
-    /// The session holding it back, when there is one.
-    pub holder: Option<HorizonHolder>,
-}
-
 /// The session with the oldest running transaction id on the cluster.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -39,40 +28,39 @@ pub struct HorizonHolder {
 }
 
 impl PgEventStore {
-    /// How many committed events tailing readers cannot see yet, and which session holds
-    /// them back. Guard against stalls with `idle_in_transaction_session_timeout`.
-    ///
-    /// # Errors
-    ///
-    /// Database errors.
-    pub async fn horizon(&self) -> Result<Horizon> {
+    /// How many committed events tailing readers cannot see yet (what
+    /// [`EventStore::held_back`](annals_core::EventStore::held_back) answers).
+    pub(crate) async fn held_back_count(&self) -> Result<u64> {
         let held_back: i64 = sqlx::query_scalar(&self.inner.sql.held_back)
             .fetch_one(&self.pool)
             .await
             .map_err(from_sqlx)?;
-        let holder = if held_back > 0 {
-            sqlx::query(include_str!("sql/horizon_holder.sql"))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(from_sqlx)?
-                .map(|row| -> sqlx::Result<HorizonHolder> {
-                    Ok(HorizonHolder {
-                        pid: row.try_get("pid")?,
-                        database: row.try_get("datname")?,
-                        user: row.try_get("usename")?,
-                        state: row.try_get("state")?,
-                        transaction_age_seconds: row.try_get("age_seconds")?,
-                        query: row.try_get("query")?,
-                    })
+        Ok(u64::try_from(held_back).unwrap_or_default())
+    }
+
+    /// The session holding tailing readers back (the oldest running transaction id on the
+    /// cluster), if any; ask when [`held_back`](annals_core::EventStore::held_back) is not
+    /// zero. Guard against stalls with `idle_in_transaction_session_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn horizon_holder(&self) -> Result<Option<HorizonHolder>> {
+        sqlx::query(include_str!("sql/horizon_holder.sql"))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?
+            .map(|row| -> sqlx::Result<HorizonHolder> {
+                Ok(HorizonHolder {
+                    pid: row.try_get("pid")?,
+                    database: row.try_get("datname")?,
+                    user: row.try_get("usename")?,
+                    state: row.try_get("state")?,
+                    transaction_age_seconds: row.try_get("age_seconds")?,
+                    query: row.try_get("query")?,
                 })
-                .transpose()
-                .map_err(from_sqlx)?
-        } else {
-            None
-        };
-        Ok(Horizon {
-            held_back: u64::try_from(held_back).unwrap_or_default(),
-            holder,
-        })
+            })
+            .transpose()
+            .map_err(from_sqlx)
     }
 }

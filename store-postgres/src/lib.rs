@@ -16,7 +16,7 @@ mod store;
 pub mod testkit;
 
 pub use error::ConnectError;
-pub use horizon::{Horizon, HorizonHolder};
+pub use horizon::HorizonHolder;
 pub use migrations::{Migration, MigrationStatus};
 pub use store::{PgEventStore, PgStoreOptions, SslMode};
 
