@@ -246,14 +246,12 @@ where
             let record = records.iter().find(|r| r.projection == name);
             let checkpoint = record.map_or(Position::START, |r| r.position);
             let error = record.and_then(|r| r.halted.clone());
-            let mut unfinished_rebuild = checkpoints.rebuild_checkpoint(&name).await?;
-            let rebuilding = unfinished_rebuild.is_some()
+            let shadow = checkpoints.rebuild_checkpoint(&name).await?;
+            let rebuilding = shadow.is_some()
                 && checkpoints
                     .lease_held(&crate::rebuild::shadow_name(&name))
                     .await?;
-            if rebuilding {
-                unfinished_rebuild = None;
-            }
+            let unfinished_rebuild = shadow.filter(|_| !rebuilding);
             let state = if error.is_some() {
                 SubscriptionState::Halted
             } else if rebuilding {
@@ -278,14 +276,14 @@ where
                     (state, checkpoint, head, lag)
                 }
             };
-            let checkpoint_event_at = match entry.reads() {
-                Some(_) if checkpoint == head => last_event_at,
-                Some(_) => store.recorded_at(checkpoint).await?,
-                None => None,
-            };
-            let oldest_pending_at = match entry.reads() {
-                Some(types) if lag > 0 => self.oldest_pending(checkpoint, types).await?,
-                _ => None,
+            // A bus subscription's positions are the bus's: no log times for them.
+            let (checkpoint_event_at, oldest_pending_at) = match entry.reads() {
+                None => (None, None),
+                Some(_) if lag == 0 => (last_event_at, None),
+                Some(types) => (
+                    store.recorded_at(checkpoint).await?,
+                    self.oldest_pending(checkpoint, types).await?,
+                ),
             };
             let lag_seconds = oldest_pending_at.map_or(0.0, |at| {
                 (now - at).num_milliseconds().max(0) as f64 / 1000.0

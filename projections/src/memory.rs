@@ -178,7 +178,7 @@ fn apply(state: &mut State, tx: MemoryTx) {
     for id in tx.removed_dead_letters {
         state.dead_letters.remove(&id);
     }
-    for mut letter in tx.dead_letters {
+    for letter in tx.dead_letters {
         // One letter per (subscription, event): recording it again updates it.
         let existing = state
             .dead_letters
@@ -191,10 +191,7 @@ fn apply(state: &mut State, tx: MemoryTx) {
             existing.parks_stream |= letter.parks_stream;
             continue;
         }
-        if letter.id == 0 {
-            state.next_dead_letter += 1;
-            letter.id = state.next_dead_letter;
-        }
+        // record_dead_letter gave it its id.
         state.dead_letters.insert(letter.id, letter);
     }
 }

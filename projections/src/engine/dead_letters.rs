@@ -5,7 +5,7 @@
 use annals_core::{EventStore, ReadStream};
 
 use super::{EngineInner, ProjectionEngine};
-use crate::{subscription::Subscriber, CheckpointStore, DeadLetter, Error, FailurePolicy, Result};
+use crate::{subscription::Subscriber, CheckpointStore, DeadLetter, Error, Result};
 
 impl<S, C> ProjectionEngine<S, C>
 where
@@ -46,7 +46,7 @@ where
     pub async fn retry_dead_letter(&self, id: i64) -> Result<()> {
         let letter = self.letter(id).await?;
         let entry = self.find(&letter.projection)?;
-        if entry.policy() == FailurePolicy::Park || letter.parks_stream {
+        if letter.parks_under(entry.policy()) {
             if let Some(head) = self.parked_behind(&letter).await? {
                 return Err(Error::ParkedBehind { id, head });
             }
@@ -65,7 +65,7 @@ where
     pub async fn discard_dead_letter(&self, id: i64) -> Result<()> {
         let letter = self.letter(id).await?;
         let entry = self.find(&letter.projection)?;
-        let parking = entry.policy() == FailurePolicy::Park || letter.parks_stream;
+        let parking = letter.parks_under(entry.policy());
         let head = parking && self.parked_behind(&letter).await?.is_none();
         let checkpoints = &self.inner.checkpoints;
         let (mut tx, _) = checkpoints.lock(&letter.projection).await?;
@@ -135,7 +135,7 @@ where
     C: CheckpointStore,
 {
     apply_letter(kind, engine, &letter).await?;
-    if kind.on_failure() == FailurePolicy::Park || letter.parks_stream {
+    if letter.parks_under(kind.on_failure()) {
         release(kind, engine, letter.stream_id).await?;
     }
     Ok(())
@@ -153,14 +153,14 @@ where
     S: EventStore,
     C: CheckpointStore,
 {
-    let every_letter = kind.on_failure() == FailurePolicy::Park;
+    let policy = kind.on_failure();
     loop {
         let next = engine
             .checkpoints
             .dead_letters(Some(kind.name()))
             .await?
             .into_iter()
-            .filter(|d| d.stream_id == stream_id && (every_letter || d.parks_stream))
+            .filter(|d| d.stream_id == stream_id && d.parks_under(policy))
             .min_by_key(|d| d.stream_version);
         let Some(next) = next else {
             return Ok(());

@@ -61,6 +61,12 @@ impl DeadLetter {
         }
     }
 
+    /// Whether the later events of its stream wait behind it, for a subscription whose
+    /// failure policy is `policy` (every letter parks under `Park`).
+    pub fn parks_under(&self, policy: crate::FailurePolicy) -> bool {
+        policy == crate::FailurePolicy::Park || self.parks_stream
+    }
+
     /// The same letter, parking the later events of its stream behind it (see
     /// [`DeadLetter::parks_stream`]).
     #[must_use]
