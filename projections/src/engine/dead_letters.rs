@@ -35,7 +35,7 @@ where
 
     /// Runs the subscription's handler on a dead-lettered event again (now, out of log
     /// order) and removes the dead letter in the same transaction; with
-    /// [`FailurePolicy::Park`], then the events parked behind it, in stream order.
+    /// [`FailurePolicy::Park`](crate::FailurePolicy::Park), then the events parked behind it, in stream order.
     ///
     /// # Errors
     ///
@@ -54,7 +54,7 @@ where
         entry.retry(&self.inner, letter).await
     }
 
-    /// Deletes a dead letter without applying it. With [`FailurePolicy::Park`], the events
+    /// Deletes a dead letter without applying it. With [`FailurePolicy::Park`](crate::FailurePolicy::Park), the events
     /// parked behind it are then applied in stream order (discarding the head of a parked
     /// stream is how the operator lets the stream go on without that event).
     ///
