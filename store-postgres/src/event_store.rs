@@ -7,6 +7,9 @@ use chrono::{DateTime, Utc};
 
 use crate::{append::On, listen::nap, PgEventStore};
 
+/// The first re-check after a wake-up that found the new events held back.
+const HELD_BACK_RECHECK: Duration = Duration::from_millis(5);
+
 impl EventStore for PgEventStore {
     #[tracing::instrument(
         name = "annals.append",
@@ -73,6 +76,11 @@ impl EventStore for PgEventStore {
         let deadline = Instant::now() + timeout;
         // Subscribe before the first check, so a notification in between is not missed.
         let mut wakeups = self.inner.wakeups.subscribe();
+        // After a wake-up that shows nothing new, the events are there but held back (an
+        // older transaction anywhere on the cluster is still open): look again soon, more
+        // slowly each time, rather than only at the next poll.
+        let mut recheck: Option<Duration> = None;
+        let poll = self.inner.options.poll_interval;
         loop {
             if self.head_position().await? > after {
                 return Ok(true);
@@ -81,7 +89,12 @@ impl EventStore for PgEventStore {
             if left.is_zero() {
                 return Ok(false);
             }
-            nap(&mut wakeups, left.min(self.inner.options.poll_interval)).await;
+            let pause = recheck.map_or(poll, |r| r.min(poll)).min(left);
+            recheck = if nap(&mut wakeups, pause).await {
+                Some(HELD_BACK_RECHECK)
+            } else {
+                recheck.map(|r| r * 2)
+            };
         }
     }
 }

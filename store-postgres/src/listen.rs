@@ -81,10 +81,15 @@ impl Wakeups {
 }
 
 /// Waits for a wake-up or `nap`, whichever comes first.
-pub(crate) async fn nap(rx: &mut watch::Receiver<u64>, nap: Duration) {
+pub(crate) async fn nap(rx: &mut watch::Receiver<u64>, nap: Duration) -> bool {
     let started = Instant::now();
-    if let Ok(Err(_)) = tokio::time::timeout(nap, rx.changed()).await {
-        tokio::time::sleep(nap.saturating_sub(started.elapsed())).await;
+    match tokio::time::timeout(nap, rx.changed()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => {
+            tokio::time::sleep(nap.saturating_sub(started.elapsed())).await;
+            false
+        }
+        Err(_) => false,
     }
 }
 
