@@ -1,6 +1,7 @@
 //! What one PostgreSQL sustains: appends from 1 to 64 concurrent writers, each appending
 //! to its own stream (one event per append, and batches of 100), next to plain INSERTs
-//! from as many writers, interleaved in the same run. The numbers behind SCALING.md.
+//! from as many writers, interleaved in the same run; then with group commit on, against
+//! INSERTs from 8 and from 64 connections. The numbers behind SCALING.md.
 //!
 //! Run with: `cargo bench -p annals-benches --bench scaling` (PostgreSQL at
 //! `DATABASE_URL`; it drops and recreates the database `annals_bench`).
@@ -13,7 +14,7 @@ use std::{
 
 use annals_benches::{bench_pool, interleave, raw_tables, runtime, store, Round};
 use annals_core::{encode_event, Encoding, EventStore, ExpectedVersion, NewEvent};
-use annals_store_postgres::PgEventStore;
+use annals_store_postgres::{PgEventStore, PgStoreOptions};
 use bank::AccountEvent;
 use sqlx::PgPool;
 
@@ -92,7 +93,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
-    let (wide, store) = rt.block_on(async {
+    // ANNALS_BENCH_COMMITTERS sets PgStoreOptions::group_committers (default: its default).
+    let committers: usize = std::env::var("ANNALS_BENCH_COMMITTERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let (wide, store, grouped) = rt.block_on(async {
         let pool = bench_pool().await;
         raw_tables(&pool).await;
         // Every writer holds a connection for its append: the pool must not be the limit.
@@ -102,11 +108,27 @@ fn main() {
             .await
             .expect("a pool of 72 connections");
         let store = store(&wide, "scaling").await;
-        (wide, store)
+        let grouped = PgEventStore::with_options(
+            wide.clone(),
+            PgStoreOptions::new()
+                .schema("grouped")
+                .group_commit(true)
+                .group_committers(committers),
+        )
+        .expect("schema name");
+        grouped.migrate().await.expect("migrate");
+        (wide, store, grouped)
     });
     let round = AtomicU64::new(0);
     let mut rows: Vec<(String, Vec<Round>)> = Vec::new();
-    for (writers, batch) in [(1, 1), (8, 1), (32, 1), (64, 1), (8, 100), (32, 100)] {
+    // ANNALS_BENCH_SCALING_ONLY=grouped runs only the group-commit rows.
+    let only_grouped = std::env::var("ANNALS_BENCH_SCALING_ONLY").is_ok_and(|v| v == "grouped");
+    let plain: &[(u64, u64)] = if only_grouped {
+        &[]
+    } else {
+        &[(1, 1), (8, 1), (32, 1), (64, 1), (8, 100), (32, 100)]
+    };
+    for &(writers, batch) in plain {
         let results = rt.block_on(interleave(
             rounds,
             1,
@@ -122,6 +144,29 @@ fn main() {
             },
         ));
         rows.push((format!("{writers} writers x {batch} event(s)"), results));
+    }
+    // Group commit (PgStoreOptions::group_commit): annals' writers share commits; the
+    // baseline's INSERTs come from 8 and from 64 connections (Postgres groups their WAL
+    // flushes on its own: that is what group commit has to beat).
+    for (writers, raw_writers) in [(8, 8), (64, 8), (64, 64)] {
+        let results = rt.block_on(interleave(
+            rounds,
+            1,
+            || {
+                let prefix = format!("g{}", round.fetch_add(1, Ordering::SeqCst));
+                let grouped = &grouped;
+                async move { annals(grouped, &prefix, writers, 1).await }
+            },
+            || {
+                let prefix = format!("r{}", round.fetch_add(1, Ordering::SeqCst));
+                let wide = &wide;
+                async move { raw(wide, &prefix, raw_writers, 1).await }
+            },
+        ));
+        rows.push((
+            format!("{writers} grouped vs {raw_writers} INSERTing"),
+            results,
+        ));
     }
     print_rates(&rows);
 }

@@ -17,8 +17,10 @@ pub struct StoredAt {
     /// Its position in the global log.
     pub position: Position,
     /// The commit (`Position::commit`) of the stream's event just before it, if any.
+    /// `None` also when that event is in the same commit but was written by another append
+    /// (a store that groups appends into one commit, and can tell them apart).
     pub previous_commit: Option<u64>,
-    /// The commit of the stream's event just after it, if any.
+    /// The commit of the stream's event just after it, if any (`None` as above).
     pub next_commit: Option<u64>,
 }
 
@@ -136,6 +138,14 @@ pub fn check_repeat(
                 ));
             }
             let opens = previous.is_none();
+            // Inside the append, a neighbour written by another append of the same commit
+            // (a group commit) means two appends' events are being taken for one.
+            if !opens && at.previous_commit != commit {
+                return Err(duplicate(
+                    event.event_id,
+                    "by two appends, not one".to_owned(),
+                ));
+            }
             let closes = append.events.last().map(|e| e.event_id) == Some(event.event_id);
             let wider =
                 (opens && at.previous_commit == commit) || (closes && at.next_commit == commit);

@@ -5,7 +5,11 @@
 //! migration 0005), and answer a repeated append with its original result.
 
 mod columns;
+mod group;
 mod repeat;
+
+pub(crate) use self::group::GroupCommit;
+pub use self::group::OutcomeUnknown;
 
 use annals_core::{
     check_appends, AppendResult, Encoding, Error, ExpectedVersion, NewEvent, Position, Result,

@@ -18,7 +18,14 @@ impl EventStore for PgEventStore {
     )]
     async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendResult> {
         let started = Instant::now();
-        let appended = self.append_on(On::Pool(&self.pool), &appends).await;
+        // One stream's events may share a commit with other callers'; several streams, or
+        // none, take the ordinary path.
+        let group = self.inner.options.group_commit;
+        let appended = match <[StreamAppend; 1]>::try_from(appends) {
+            Ok([append]) if group && !append.events.is_empty() => self.append_grouped(append).await,
+            Ok(one) => self.append_on(On::Pool(&self.pool), &one).await,
+            Err(appends) => self.append_on(On::Pool(&self.pool), &appends).await,
+        };
         metrics::histogram!("annals_append_duration_seconds", "store" => "postgres")
             .record(started.elapsed().as_secs_f64());
         let appended = appended?;

@@ -15,6 +15,7 @@ mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use append::OutcomeUnknown;
 pub use error::ConnectError;
 pub use horizon::HorizonHolder;
 pub use migrations::{Migration, MigrationStatus};

@@ -5,6 +5,7 @@
 #[derive(Debug)]
 pub(crate) struct Queries {
     pub(crate) append: String,
+    pub(crate) append_group: String,
     pub(crate) append_existing: String,
     pub(crate) append_new: String,
     pub(crate) append_existing_one: String,
@@ -33,6 +34,7 @@ impl Queries {
         let q = |sql: &str| sql.replace("{schema}", quoted_schema);
         Self {
             append: q(include_str!("sql/append.sql")),
+            append_group: q(include_str!("sql/append_group.sql")),
             append_existing: q(include_str!("sql/append_existing.sql")),
             append_new: q(include_str!("sql/append_new.sql")),
             append_existing_one: q(include_str!("sql/append_existing_one.sql")),

@@ -20,6 +20,7 @@ use tokio::{
 pub struct Proxy {
     pub addr: SocketAddr,
     swallow: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
 }
 
@@ -29,14 +30,20 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let swallow = Arc::new(AtomicBool::new(false));
+        let down = Arc::new(AtomicBool::new(false));
         let (cut, _) = watch::channel(0u64);
         let proxy = Self {
             addr,
             swallow: swallow.clone(),
+            down: down.clone(),
             cut: cut.clone(),
         };
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if down.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
@@ -49,6 +56,12 @@ impl Proxy {
     /// From now on, drop whatever the server sends (requests still go through).
     pub fn swallow_replies(&self) {
         self.swallow.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes every open connection and refuses new ones from now on: the server is gone.
+    pub fn go_down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
     }
 
     /// Closes every open connection and forwards replies again for new ones.
