@@ -5,6 +5,7 @@ use tracing::{debug, field, warn, Instrument};
 
 use uuid::Uuid;
 
+use self::cache::AggregateCache;
 pub use self::{as_of::AsOf, once::command_event_id};
 use crate::{
     decode_event, encode_event, Aggregate, Encoding, Envelope, Error, EventStore, ExpectedVersion,
@@ -12,6 +13,7 @@ use crate::{
 };
 
 mod as_of;
+mod cache;
 mod once;
 
 /// Where a command starts: from the loaded aggregate, or (a creating command) from a new
@@ -101,7 +103,8 @@ pub struct Executed<A: Aggregate> {
     pub events: Vec<A::Event>,
     /// Global position of the last new event (`None` when nothing was appended).
     pub position: Option<Position>,
-    /// How many conflicts were retried.
+    /// How many conflicts were retried (not counting the one retry of a command decided on
+    /// a cached state that was out of date: see [`Repository::with_cache`]).
     pub retries: u32,
     /// The command (by its id, see [`Repository::execute_once`]) had been applied before:
     /// `events`, `version` and `position` are that application's, recorded in the stream,
@@ -137,6 +140,8 @@ impl<E> ExecuteError<E> {
 /// the loaded version as the expected version; on a conflict it reloads and retries up to
 /// [`RepositoryOptions::max_conflict_retries`] times, and it snapshots per
 /// [`RepositoryOptions::snapshot_every`]. Streams are named `"{Aggregate::TYPE}-{id}"`.
+/// With [`with_cache`](Repository::with_cache), a command on a recently used aggregate
+/// skips the load.
 ///
 /// # Example
 ///
@@ -170,6 +175,7 @@ pub struct Repository<A, S> {
     store: S,
     options: RepositoryOptions,
     upcasters: Arc<Upcasters>,
+    cache: Option<Arc<AggregateCache<A>>>,
     aggregate: PhantomData<fn() -> A>,
 }
 
@@ -179,6 +185,7 @@ impl<A, S: Clone> Clone for Repository<A, S> {
             store: self.store.clone(),
             options: self.options.clone(),
             upcasters: Arc::clone(&self.upcasters),
+            cache: self.cache.clone(),
             aggregate: PhantomData,
         }
     }
@@ -195,6 +202,7 @@ where
             store,
             options: RepositoryOptions::default(),
             upcasters: Arc::new(Upcasters::new()),
+            cache: None,
             aggregate: PhantomData,
         }
     }
@@ -334,6 +342,7 @@ where
             create = start == Start::New,
             version = field::Empty,
             retries = field::Empty,
+            cached = field::Empty,
         );
         self.run(&stream_id, command, metadata, None, start)
             .instrument(span)
@@ -367,6 +376,10 @@ where
         let result = self
             .decide(stream_id, command, metadata, command_id, start)
             .await;
+        if let Err(ExecuteError::Store(_)) = &result {
+            // The stream may have changed in ways this process does not know.
+            self.cache_evict(stream_id);
+        }
         Self::count(&result);
         result
     }
@@ -383,21 +396,39 @@ where
         A::Command: Clone,
     {
         let mut retries = 0;
+        // The cache serves a command's first attempt only; every later one reads the stream.
+        let mut use_cache = self.cache.is_some();
         loop {
-            let fresh = start == Start::New;
-            let Loaded {
-                mut state, version, ..
-            } = if fresh {
-                Loaded {
-                    state: A::default(),
-                    version: 0,
-                    from_snapshot: None,
-                }
+            let ticket = self.cache_ticket(stream_id);
+            let cached = if std::mem::take(&mut use_cache) {
+                let cached = self.cached(stream_id);
+                tracing::Span::current().record("cached", cached.is_some());
+                cached
             } else {
-                self.load_stream(stream_id).await?
+                None
+            };
+            let from_cache = cached.is_some();
+            if from_cache {
+                // This process has seen the stream: decide on what it saw, not blindly.
+                start = Start::Load;
+            }
+            let fresh = start == Start::New;
+            let (mut state, version) = match cached {
+                Some(cached) => cached,
+                None if fresh => (A::default(), 0),
+                None => {
+                    let loaded = self.load_stream(stream_id).await?;
+                    self.cache_put(stream_id, &loaded.state, loaded.version, ticket);
+                    (loaded.state, loaded.version)
+                }
             };
             if let Some(command_id) = command_id {
                 if let Some(done) = self.applied(stream_id, command_id).await? {
+                    if from_cache {
+                        // Answer with the current state, which the cached one may be behind.
+                        Self::count_cache("rechecked");
+                        continue;
+                    }
                     return Ok(Executed {
                         state,
                         version: done.version,
@@ -412,18 +443,19 @@ where
                 let _handle = tracing::debug_span!("annals.handle", version).entered();
                 state.handle(command.clone())
             };
+            // Refused, or nothing to do, by a new aggregate or a cached state: the stream may
+            // be ahead of it; decide on its real state.
+            let redecide = fresh || from_cache;
             let events = match decided {
-                // Refused, or nothing to do, by a new aggregate: the stream may exist
-                // already; decide on its real state.
-                Ok(events) if fresh && events.is_empty() => {
+                Ok(events) if !(redecide && events.is_empty()) => events,
+                Err(rejection) if !redecide => return Err(ExecuteError::Rejected(rejection)),
+                _ => {
+                    if from_cache {
+                        Self::count_cache("rechecked");
+                    }
                     start = Start::Load;
                     continue;
                 }
-                Err(_) if fresh => {
-                    start = Start::Load;
-                    continue;
-                }
-                decided => decided.map_err(ExecuteError::Rejected)?,
             };
             if events.is_empty() {
                 return Ok(Executed {
@@ -458,10 +490,25 @@ where
                 .await;
             match appended {
                 Ok(appended) => {
+                    let new_version = appended.version();
+                    // Otherwise the store answered with an earlier append of these events'
+                    // ids: another attempt of this command, maybe decided on another state.
+                    let as_decided = new_version == version + events.len() as u64;
+                    if !as_decided {
+                        self.cache_evict(stream_id);
+                        if command_id.is_some() && retries < self.options.max_conflict_retries {
+                            debug!("the command was applied concurrently; reading its outcome");
+                            retries += 1;
+                            start = Start::Load;
+                            continue;
+                        }
+                    }
                     for event in &events {
                         state.apply(event);
                     }
-                    let new_version = appended.version();
+                    if as_decided {
+                        self.cache_put(stream_id, &state, new_version, ticket);
+                    }
                     let span = tracing::Span::current();
                     span.record("version", new_version);
                     span.record("retries", retries);
@@ -476,23 +523,35 @@ where
                         repeated: false,
                     });
                 }
-                // Another attempt of the same command got there first (a retry racing
-                // the original): answer with what it recorded.
-                Err(Error::DuplicateEvent { .. })
-                    if command_id.is_some() && retries < self.options.max_conflict_retries =>
-                {
-                    debug!("the command was applied concurrently; reading its outcome");
-                    retries += 1;
+                Err(e) => {
+                    // The stream is not (or no longer known to be) at `version`.
+                    self.cache_evict_stale(stream_id, version);
+                    match e {
+                        // Another attempt of the same command got there first (a retry
+                        // racing the original): answer with what it recorded.
+                        Error::DuplicateEvent { .. }
+                            if command_id.is_some()
+                                && retries < self.options.max_conflict_retries =>
+                        {
+                            debug!("the command was applied concurrently; reading its outcome");
+                            retries += 1;
+                        }
+                        // The cache was behind the stream: reload (not a retry of a race).
+                        e if e.is_conflict() && from_cache => {
+                            Self::count_cache("stale");
+                            debug!(error = %e, "cached state out of date, reloading");
+                        }
+                        // It exists: load it (not a retry of a race).
+                        e if e.is_conflict() && fresh => start = Start::Load,
+                        e if e.is_conflict() && retries < self.options.max_conflict_retries => {
+                            retries += 1;
+                            metrics::counter!("annals_commands_total", "aggregate" => A::TYPE, "outcome" => "conflict_retried")
+                                .increment(1);
+                            debug!(retries, error = %e, "conflict, reloading and retrying");
+                        }
+                        e => return Err(e.into()),
+                    }
                 }
-                // It exists: load it (not a retry of a race).
-                Err(e) if e.is_conflict() && fresh => start = Start::Load,
-                Err(e) if e.is_conflict() && retries < self.options.max_conflict_retries => {
-                    retries += 1;
-                    metrics::counter!("annals_commands_total", "aggregate" => A::TYPE, "outcome" => "conflict_retried")
-                        .increment(1);
-                    debug!(retries, error = %e, "conflict, reloading and retrying");
-                }
-                Err(e) => return Err(e.into()),
             }
         }
     }

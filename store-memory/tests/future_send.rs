@@ -9,7 +9,7 @@ use annals_core::{
 use annals_store_memory::MemoryEventStore;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Tally(u64);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +50,9 @@ async fn spawn_all<S: EventStore + SnapshotStore + Clone + 'static>(
     let s = store.clone();
     let loaded = tokio::spawn(async move { s.load_stream("tally-t", "tally", 1).await });
     assert_eq!(loaded.await.expect("join").expect("load").1.len(), 1);
+    let cached = Repository::<Tally, S>::new(store.clone()).with_cache(8);
+    let cached = tokio::spawn(async move { cached.load_cached("t").await });
+    assert_eq!(cached.await.expect("join").expect("load cached").version, 1);
     let s = store;
     let woke =
         tokio::spawn(async move { s.wait_for_events(Position::START, Duration::ZERO).await });

@@ -111,6 +111,7 @@ where
             command_id = %command_id,
             version = field::Empty,
             retries = field::Empty,
+            cached = field::Empty,
         );
         self.run(
             &stream_id,
