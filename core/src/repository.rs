@@ -559,7 +559,7 @@ where
     async fn load_stream(&self, stream_id: &str) -> Result<Loaded<A>> {
         let (snapshot, events) = self
             .store
-            .load_stream(stream_id, A::TYPE, A::SNAPSHOT_VERSION)
+            .load_stream_to_fold(stream_id, A::TYPE, A::SNAPSHOT_VERSION)
             .await?;
         let (state, version, from_snapshot) = match snapshot {
             Some(s) => match s.encoding.decode::<A>(&s.payload) {

@@ -87,4 +87,26 @@ pub trait SnapshotStore: Send + Sync {
             Ok((snapshot, events))
         }
     }
+
+    /// As [`load_stream`](SnapshotStore::load_stream), for folding into an aggregate: the
+    /// events carry what decoding and its errors need (stream, version, position, type,
+    /// schema version, encoding, payload), and may leave the rest empty (a nil
+    /// `event_id`, `recorded_at` at the Unix epoch, no `metadata`). The repository loads
+    /// aggregates with it. Backends where those columns cost something to read override it
+    /// (PostgreSQL: the metadata's JSON is most of a row); the default is `load_stream`.
+    ///
+    /// # Errors
+    ///
+    /// As [`load_stream`](SnapshotStore::load_stream).
+    fn load_stream_to_fold(
+        &self,
+        stream_id: &str,
+        aggregate_type: &str,
+        schema_version: u32,
+    ) -> impl Future<Output = Result<(Option<Snapshot>, Vec<RecordedEvent>)>> + Send
+    where
+        Self: EventStore,
+    {
+        self.load_stream(stream_id, aggregate_type, schema_version)
+    }
 }

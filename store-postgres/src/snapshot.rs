@@ -86,7 +86,43 @@ impl SnapshotStore for PgEventStore {
         aggregate_type: &str,
         schema_version: u32,
     ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>)> {
-        let rows = sqlx::query(&self.inner.sql.load_stream)
+        self.load_stream_with(
+            &self.inner.sql.load_stream,
+            stream_id,
+            aggregate_type,
+            schema_version,
+        )
+        .await
+    }
+
+    #[tracing::instrument(name = "annals.load_stream", skip_all, fields(store = "postgres", stream = stream_id, to_fold = true))]
+    async fn load_stream_to_fold(
+        &self,
+        stream_id: &str,
+        aggregate_type: &str,
+        schema_version: u32,
+    ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>)> {
+        self.load_stream_with(
+            &self.inner.sql.load_stream_to_fold,
+            stream_id,
+            aggregate_type,
+            schema_version,
+        )
+        .await
+    }
+}
+
+impl PgEventStore {
+    /// A snapshot and the events after it, by `sql` (`load_stream.sql` or its leaner
+    /// `load_stream_to_fold.sql`).
+    async fn load_stream_with(
+        &self,
+        sql: &str,
+        stream_id: &str,
+        aggregate_type: &str,
+        schema_version: u32,
+    ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>)> {
+        let rows = sqlx::query(sql)
             .bind(stream_id)
             .bind(aggregate_type)
             .bind(schema_version as i32)
@@ -103,6 +139,12 @@ impl SnapshotStore for PgEventStore {
             .try_column("is_snapshot")
             .map(Column::ordinal)
             .map_err(from_sqlx)?;
+        // The lean query names the snapshot's time `taken_at` (its events have none).
+        let taken_at = first
+            .try_column("taken_at")
+            .or_else(|_| first.try_column("recorded_at"))
+            .map(Column::ordinal)
+            .map_err(from_sqlx)?;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
             if row.try_get::<bool, _>(is_snapshot).map_err(from_sqlx)? {
@@ -115,7 +157,7 @@ impl SnapshotStore for PgEventStore {
                     row.try_get::<Option<Vec<u8>>, _>("payload_bin")
                         .map_err(from_sqlx)?
                         .unwrap_or_default(),
-                    row.try_get("recorded_at").map_err(from_sqlx)?,
+                    row.try_get(taken_at).map_err(from_sqlx)?,
                 );
                 let head: Option<i64> = row.try_get("head_version").map_err(from_sqlx)?;
                 let head = head.map_or(0, |v| u64::try_from(v).unwrap_or_default());
@@ -128,7 +170,7 @@ impl SnapshotStore for PgEventStore {
                 }
                 unusable_snapshot = snapshot.is_none();
             } else {
-                events.push(columns.decode(row)?);
+                events.push(columns.decode(row, stream_id)?);
             }
         }
         if unusable_snapshot {

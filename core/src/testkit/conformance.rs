@@ -36,7 +36,7 @@ pub use commands::commands_with_ids_apply_once;
 pub use envelope::{envelope_round_trip, invalid_input_writes_nothing, stream_id_limits};
 pub use idempotency::{idempotent_appends, repeats_that_are_not_the_same_append};
 pub use reads::{global_order_and_filters, head_position, live_waiting, stream_reads};
-pub use snapshots::{snapshot_past_the_end_is_ignored, snapshots};
+pub use snapshots::{loads_to_fold_agree, snapshot_past_the_end_is_ignored, snapshots};
 pub use time_travel::time_travel;
 pub use torture::{concurrent_appends_with_tailing_reader, TortureReport};
 pub use versions::{
@@ -72,6 +72,7 @@ where
     repeats_that_are_not_the_same_append(fresh_store().await).await;
     snapshots(fresh_store().await).await;
     snapshot_past_the_end_is_ignored(fresh_store().await).await;
+    loads_to_fold_agree(fresh_store().await).await;
     commands_with_ids_apply_once(fresh_store().await).await;
     time_travel(fresh_store().await).await;
     concurrent_appends_with_tailing_reader(fresh_store().await, 8, 40).await;

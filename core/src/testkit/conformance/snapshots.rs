@@ -137,3 +137,62 @@ pub async fn snapshot_past_the_end_is_ignored<S: EventStore + SnapshotStore>(sto
     assert_eq!(snapshot.map(|s| s.stream_version), Some(10));
     assert!(tail.is_empty());
 }
+
+/// `load_stream_to_fold` returns what `load_stream` does, in every field folding reads
+/// (stream, version, position, type, schema version, encoding, payload): with a snapshot,
+/// without one, and with one past the end of its stream.
+pub async fn loads_to_fold_agree<S: EventStore + SnapshotStore>(store: S) {
+    let s = unique("snap-fold");
+    let mut written = events("e", 5);
+    let mut binary = crate::NewEvent::new("b", 3, Encoding::Postcard, vec![1, 2, 3]);
+    binary.metadata.correlation_id = Some(uuid::Uuid::now_v7());
+    written.push(binary);
+    store
+        .append_to_stream(&s, ExpectedVersion::NoStream, written)
+        .await
+        .expect("append");
+    let folded = |e: &crate::RecordedEvent| {
+        (
+            e.stream_id.clone(),
+            e.stream_version,
+            e.position,
+            e.event_type.clone(),
+            e.schema_version,
+            e.encoding,
+            e.payload.clone(),
+        )
+    };
+    let snapshot_at = |version: u64| Snapshot {
+        stream_id: s.clone(),
+        aggregate_type: "account".to_owned(),
+        schema_version: 1,
+        stream_version: version,
+        encoding: Encoding::Postcard,
+        payload: vec![version as u8],
+        taken_at: chrono::Utc::now(),
+    };
+    for (what, snapshot) in [
+        ("no snapshot", None),
+        ("a snapshot at 4", Some(4)),
+        ("a snapshot past the end", Some(60)),
+    ] {
+        if let Some(version) = snapshot {
+            store
+                .save_snapshot(snapshot_at(version))
+                .await
+                .expect("save");
+        }
+        let (full_snapshot, full) = store.load_stream(&s, "account", 1).await.expect("load");
+        let (lean_snapshot, lean) = store
+            .load_stream_to_fold(&s, "account", 1)
+            .await
+            .expect("load to fold");
+        assert_eq!(lean_snapshot, full_snapshot, "{what}: the snapshot differs");
+        assert_eq!(
+            lean.iter().map(folded).collect::<Vec<_>>(),
+            full.iter().map(folded).collect::<Vec<_>>(),
+            "{what}: the events differ in what folding reads"
+        );
+        assert!(!lean.is_empty(), "{what}: nothing to fold");
+    }
+}
