@@ -484,6 +484,7 @@ fn interleaved(
     rt: &Runtime,
     store: &PgEventStore,
     pool: &PgPool,
+    pinged: &PgEventStore,
 ) -> Vec<(&'static str, Vec<Round>)> {
     let accounts = Repository::<BankAccount, _>::new(store.clone());
     let accounts = &accounts;
@@ -541,8 +542,33 @@ fn interleaved(
             || raw_command(pool, "il-cmd", raw_cmd.fetch_add(1, Ordering::SeqCst)),
         )
         .await;
+        // The cost of sqlx's ping on acquire: the same appends through the bench's pool
+        // (no ping, as PgEventStore::connect builds it) against one that pings (the
+        // "baseline" side).
+        let (a, b) = (AtomicU64::new(0), AtomicU64::new(0));
+        let ping = interleave(
+            40,
+            50,
+            || annals_append(store, "il-noping", a.fetch_add(1, Ordering::SeqCst)),
+            || annals_append(pinged, "il-ping", b.fetch_add(1, Ordering::SeqCst)),
+        )
+        .await;
+        // The same for a cheap read (the log's head), where a round trip weighs more.
+        let ping_read = interleave(
+            40,
+            200,
+            || async {
+                store.head().await.expect("head");
+            },
+            || async {
+                pinged.head().await.expect("head");
+            },
+        )
+        .await;
         vec![
             ("append_1", append_1),
+            ("append_1, no ping vs ping", ping),
+            ("head(), no ping vs ping", ping_read),
             ("append_1_x8", append_x8),
             ("append_100", append_100),
             ("command/annals_fresh", fresh),
@@ -556,6 +582,20 @@ fn main() {
     let store = rt.block_on(async {
         raw_tables(&pool).await;
         store(&pool, "annals").await
+    });
+    // The same database through a pool that pings each connection as it hands it out
+    // (sqlx's default test_before_acquire), for the ping's row in the interleaved table.
+    let pinged = rt.block_on(async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(24)
+            .connect_with(pool.connect_options().as_ref().clone())
+            .await
+            .expect("a pool with ping");
+        PgEventStore::with_options(
+            pool,
+            annals_store_postgres::PgStoreOptions::new().schema("annals"),
+        )
+        .expect("schema")
     });
     let mut c = Criterion::default()
         .configure_from_args()
@@ -626,7 +666,7 @@ fn main() {
     if std::env::var("ANNALS_BENCH_INTERLEAVED").map_or(true, |v| v != "0") {
         print_interleaved(
             "the same, annals and baseline in alternating blocks (ratio: median round)",
-            &interleaved(&rt, &store, &pool),
+            &interleaved(&rt, &store, &pool, &pinged),
         );
     }
 }

@@ -60,8 +60,12 @@ pub async fn bench_pool() -> PgPool {
     let options = PgConnectOptions::from_str(&database_url())
         .expect("DATABASE_URL")
         .database("annals_bench");
+    // As PgEventStore::connect builds its pool: no ping before each statement (the store
+    // runs an operation again on a dead connection). Both sides of every comparison use
+    // this pool.
     PgPoolOptions::new()
         .max_connections(24)
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .expect("connect to annals_bench")

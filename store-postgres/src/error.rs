@@ -94,3 +94,21 @@ pub(crate) fn from_append(error: sqlx::Error, appends: &[StreamAppend]) -> Error
     };
     mapped.unwrap_or_else(|| from_sqlx(error))
 }
+
+/// Whether `error` says the connection was lost (or handed out dead by the pool) rather
+/// than that the statement failed: the I/O broke, or the server ended the session (class 57,
+/// operator intervention: a terminated backend, a server shutting down).
+pub(crate) fn lost_connection(error: &Error) -> bool {
+    let Error::Backend(cause) = error else {
+        return false;
+    };
+    cause.downcast_ref::<sqlx::Error>().is_some_and(|e| {
+        matches!(
+            e,
+            sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed
+        ) || e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|code| code.starts_with("57"))
+    })
+}

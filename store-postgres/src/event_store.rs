@@ -23,8 +23,16 @@ impl EventStore for PgEventStore {
         let group = self.inner.options.group_commit;
         let appended = match <[StreamAppend; 1]>::try_from(appends) {
             Ok([append]) if group && !append.events.is_empty() => self.append_grouped(append).await,
-            Ok(one) => self.append_on(On::Pool(&self.pool), &one).await,
-            Err(appends) => self.append_on(On::Pool(&self.pool), &appends).await,
+            // Idempotent by event ids: after a lost connection, the retry returns the
+            // original result if the lost attempt committed.
+            Ok(one) => {
+                self.on_live_connection(|| self.append_on(On::Pool(&self.pool), &one))
+                    .await
+            }
+            Err(appends) => {
+                self.on_live_connection(|| self.append_on(On::Pool(&self.pool), &appends))
+                    .await
+            }
         };
         metrics::histogram!("annals_append_duration_seconds", "store" => "postgres")
             .record(started.elapsed().as_secs_f64());
@@ -36,16 +44,18 @@ impl EventStore for PgEventStore {
     }
 
     async fn read_stream(&self, stream_id: &str, read: ReadStream) -> Result<Vec<RecordedEvent>> {
-        self.read_stream_rows(stream_id, read).await
+        self.on_live_connection(|| self.read_stream_rows(stream_id, read))
+            .await
     }
 
     #[tracing::instrument(name = "annals.read_all", skip_all, fields(store = "postgres", after = %read.after, limit = read.limit))]
     async fn read_all(&self, read: ReadAll) -> Result<Vec<RecordedEvent>> {
-        self.read_all_rows(read).await
+        self.on_live_connection(|| self.read_all_rows(read.clone()))
+            .await
     }
 
     async fn head(&self) -> Result<Position> {
-        self.head_position().await
+        self.on_live_connection(|| self.head_position()).await
     }
 
     async fn event_by_id(
@@ -76,7 +86,7 @@ impl EventStore for PgEventStore {
     }
 
     async fn stream_version(&self, stream_id: &str) -> Result<u64> {
-        self.version_of(stream_id).await
+        self.on_live_connection(|| self.version_of(stream_id)).await
     }
 
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<bool> {

@@ -8,6 +8,7 @@ mod horizon;
 mod listen;
 mod migrations;
 mod read;
+mod retry;
 mod roles;
 mod snapshot;
 mod sql;

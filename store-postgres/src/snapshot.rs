@@ -44,39 +44,47 @@ impl SnapshotStore for PgEventStore {
         aggregate_type: &str,
         schema_version: u32,
     ) -> Result<Option<Snapshot>> {
-        let row = sqlx::query(&self.inner.sql.load_snapshot)
-            .bind(stream_id)
-            .bind(aggregate_type)
-            .bind(schema_version as i32)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(snapshot_from(
-            stream_id,
-            aggregate_type,
-            schema_version,
-            row.try_get("stream_version").map_err(from_sqlx)?,
-            row.try_get("encoding").map_err(from_sqlx)?,
-            row.try_get("payload").map_err(from_sqlx)?,
-            row.try_get("taken_at").map_err(from_sqlx)?,
-        ))
+        self.on_live_connection(|| async move {
+            let row = sqlx::query(&self.inner.sql.load_snapshot)
+                .bind(stream_id)
+                .bind(aggregate_type)
+                .bind(schema_version as i32)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(from_sqlx)?;
+            let Some(row) = row else { return Ok(None) };
+            Ok(snapshot_from(
+                stream_id,
+                aggregate_type,
+                schema_version,
+                row.try_get("stream_version").map_err(from_sqlx)?,
+                row.try_get("encoding").map_err(from_sqlx)?,
+                row.try_get("payload").map_err(from_sqlx)?,
+                row.try_get("taken_at").map_err(from_sqlx)?,
+            ))
+        })
+        .await
     }
 
     #[tracing::instrument(name = "annals.snapshot.save", skip_all, fields(store = "postgres", stream = %snapshot.stream_id, version = snapshot.stream_version))]
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<bool> {
-        let done = sqlx::query(&self.inner.sql.save_snapshot)
-            .bind(&snapshot.stream_id)
-            .bind(&snapshot.aggregate_type)
-            .bind(snapshot.schema_version as i32)
-            .bind(to_i64(snapshot.stream_version))
-            .bind(snapshot.encoding.name())
-            .bind(&snapshot.payload)
-            .bind(snapshot.taken_at)
-            .execute(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
-        Ok(done.rows_affected() == 1)
+        // Idempotent: a snapshot replaces only an older one.
+        let snapshot = &snapshot;
+        self.on_live_connection(|| async move {
+            let done = sqlx::query(&self.inner.sql.save_snapshot)
+                .bind(&snapshot.stream_id)
+                .bind(&snapshot.aggregate_type)
+                .bind(snapshot.schema_version as i32)
+                .bind(to_i64(snapshot.stream_version))
+                .bind(snapshot.encoding.name())
+                .bind(&snapshot.payload)
+                .bind(snapshot.taken_at)
+                .execute(&self.pool)
+                .await
+                .map_err(from_sqlx)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
     }
 
     #[tracing::instrument(name = "annals.load_stream", skip_all, fields(store = "postgres", stream = stream_id))]

@@ -338,9 +338,13 @@ impl PgEventStore {
             .await
             .map_err(|e| Error::backend(ConnectError::new(target, e)))?;
         let _ = probe.close().await;
+        // No ping before each statement (a round trip, 12-30 % of a one-event append): the
+        // store runs its operations again when a connection turns out dead (see
+        // `retry.rs`).
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
             .connect_lazy_with(connect);
         Self::with_options(pool, options)
     }

@@ -1,19 +1,18 @@
-//! Faults: a connection killed in the middle of an append, connections dropped under the
-//! pool, and a server that cannot be reached at start.
+//! Faults: a connection killed in the middle of an append (the store runs it again, and it
+//! is written once), connections dropped under the pool, and a server that cannot be
+//! reached at start.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use annals_core::{
-    Error, EventStore, ExpectedVersion, Position, ReadAll, ReadStream, StreamAppend,
-};
+use annals_core::{Error, EventStore, ExpectedVersion, ReadStream, StreamAppend};
 use annals_store_postgres::PgEventStore;
 use common::{event, TestDatabases};
 use sqlx::{Connection, Executor, Row};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_killed_mid_append_leaves_nothing_and_the_pool_recovers() {
+async fn an_append_whose_connection_is_killed_runs_again_and_is_written_once() {
     for shape in [Shape::OneEvent, Shape::OneStream, Shape::TwoStreams] {
         kill_mid_append(shape).await;
     }
@@ -104,39 +103,47 @@ async fn kill_mid_append(shape: Shape) {
         .await
         .expect("terminate");
 
-    let result = append.await.expect("join");
-    assert!(
-        matches!(result, Err(Error::Backend(_))),
-        "expected a backend error, got {result:?}"
-    );
+    // Appends are idempotent by event id, so the store runs the append again on another
+    // connection: it waits on the held id as the first attempt did, until the blocker
+    // rolls back.
     blocker.execute("ROLLBACK").await.expect("rollback");
     let _ = blocker.close().await;
     let _ = admin.close().await;
+    let done = append
+        .await
+        .expect("join")
+        .expect("the append, run again after its connection was killed");
 
-    // Nothing of the killed append is stored.
-    assert_eq!(store.stream_version("victim").await.expect("version"), 0);
-    assert_eq!(store.stream_version("victim-2").await.expect("version"), 0);
-    assert!(store
+    // Written once, where the answer says: nothing of the killed attempt is left.
+    let written = if shape == Shape::OneEvent { 1 } else { 3 };
+    assert_eq!(done.streams[0].version, written);
+    assert_eq!(
+        store.stream_version("victim").await.expect("version"),
+        written
+    );
+    let stored = store
         .read_stream("victim", ReadStream::all())
         .await
-        .expect("read")
-        .is_empty());
-    assert!(store
-        .read_all(ReadAll::after(Position::START))
-        .await
-        .expect("log")
-        .is_empty());
+        .expect("read");
+    assert_eq!(
+        stored.len() as u64,
+        written,
+        "the killed attempt left events"
+    );
+    if shape == Shape::TwoStreams {
+        assert_eq!(store.stream_version("victim-2").await.expect("version"), 1);
+    }
 
     // The pool replaced the dead connection: the next append works.
-    let done = store
+    let next = store
         .append_to_stream(
             "victim",
-            ExpectedVersion::NoStream,
+            ExpectedVersion::Exact(written),
             vec![event(1), event(2)],
         )
         .await
         .expect("append after the kill");
-    assert_eq!(done.version(), 2);
+    assert_eq!(next.version(), written + 2);
     dbs.drop_all().await;
 }
 
@@ -172,6 +179,61 @@ async fn the_pool_recovers_when_every_connection_is_killed() {
         .append_to_stream("after", ExpectedVersion::NoStream, vec![event(9)])
         .await
         .expect("append after every connection died");
+    assert_eq!(done.version(), 1);
+    dbs.drop_all().await;
+}
+
+/// A store from `connect` does not ping connections before use: when every idle
+/// connection has died (a server restart), reads and appends run again on fresh ones
+/// instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_ping_dead_idle_connections_are_replaced_on_use() {
+    let dbs = TestDatabases::default();
+    let options = dbs.create().await;
+    let name = options.get_database().expect("database name").to_owned();
+    let url = common::database_url();
+    let (base, _) = url.rsplit_once('/').expect("a database in DATABASE_URL");
+    let store = PgEventStore::connect(&format!("{base}/{name}"))
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    // Several connections in the pool, all idle.
+    let warm: Vec<_> = (0..6u64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append_to_stream(&format!("w-{i}"), ExpectedVersion::Any, vec![event(i)])
+                    .await
+            })
+        })
+        .collect();
+    for task in warm {
+        task.await.expect("join").expect("warm the pool");
+    }
+    assert!(store.pool().num_idle() > 1, "the pool holds one connection");
+    let mut admin = sqlx::PgConnection::connect(&url).await.expect("admin");
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&name)
+    .fetch_one(&mut admin)
+    .await
+    .expect("terminate");
+    assert!(killed > 1, "fewer than two connections were killed");
+    let _ = admin.close().await;
+    assert_eq!(
+        store
+            .stream_version("w-1")
+            .await
+            .expect("a read after the kill"),
+        1
+    );
+    let done = store
+        .append_to_stream("after", ExpectedVersion::NoStream, vec![event(9)])
+        .await
+        .expect("an append after the kill");
     assert_eq!(done.version(), 1);
     dbs.drop_all().await;
 }

@@ -22,7 +22,11 @@ use super::{
     columns::{event_columns, expected_code},
     Appended, On,
 };
-use crate::{error::from_sqlx, read::Xid8, PgEventStore};
+use crate::{
+    error::{from_sqlx, lost_connection},
+    read::Xid8,
+    PgEventStore,
+};
 
 /// At most this many requests in one group (a bound on the statement's size and on how
 /// long the first caller of a burst waits for the others' rows).
@@ -159,7 +163,10 @@ impl PgEventStore {
             }),
             Reply::Stored => self.repeated(&mut on, appends).await,
             Reply::Raced => self.raced(&on, appends).await,
-            Reply::Stale | Reply::Failed { unknown: false } => self.append_on(on, appends).await,
+            Reply::Stale | Reply::Failed { unknown: false } => {
+                self.on_live_connection(|| self.append_on(On::Pool(&self.pool), appends))
+                    .await
+            }
             Reply::Failed { unknown: true } => self.append_after_unknown(appends).await,
         }
     }
@@ -170,11 +177,13 @@ impl PgEventStore {
         let mut pauses = UNKNOWN_RETRIES.iter();
         loop {
             match self.append_on(On::Pool(&self.pool), appends).await {
-                Err(Error::Backend(cause)) if is_connection_error(&*cause) => {
+                Err(error) if lost_connection(&error) || pool_timed_out(&error) => {
                     let Some(pause) = pauses.next() else {
-                        return Err(Error::backend(OutcomeUnknown { cause }));
+                        return Err(Error::backend(OutcomeUnknown {
+                            cause: Box::new(error),
+                        }));
                     };
-                    debug!(error = %cause, "retrying an append whose group commit was lost");
+                    debug!(%error, "retrying an append whose group commit was lost");
                     tokio::time::sleep(*pause).await;
                 }
                 outcome => return outcome,
@@ -210,20 +219,10 @@ fn may_have_committed(error: &sqlx::Error) -> bool {
     }
 }
 
-fn is_connection_error(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    error.downcast_ref::<sqlx::Error>().is_some_and(|e| {
-        matches!(
-            e,
-            sqlx::Error::Io(_)
-                | sqlx::Error::Protocol(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::WorkerCrashed
-        ) || e
-            .as_database_error()
-            .and_then(|d| d.code())
-            // admin_shutdown, crash_shutdown, cannot_connect_now
-            .is_some_and(|code| matches!(&*code, "57P01" | "57P02" | "57P03"))
-    })
+/// Whether the pool gave up waiting for a connection (the server is unreachable).
+fn pool_timed_out(error: &Error) -> bool {
+    matches!(error, Error::Backend(cause)
+        if matches!(cause.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::PoolTimedOut)))
 }
 
 /// A committer: takes what is queued, commits it as one group, answers, repeats. While
