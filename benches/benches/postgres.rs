@@ -242,6 +242,16 @@ fn commands(c: &mut Criterion, rt: &Runtime, store: &PgEventStore, pool: &PgPool
                 .expect("deposit");
         })
     });
+    // The same hot aggregate through a repository with the aggregate cache: no load.
+    let cached = Repository::<BankAccount, _>::new(store.clone()).with_cache(1_024);
+    group.bench_function("annals_hot_cached", |b| {
+        b.to_async(rt).iter(|| async {
+            cached
+                .execute("hot", AccountCommand::Deposit { amount: 1 })
+                .await
+                .expect("deposit");
+        })
+    });
     let raw_version = AtomicU64::new(0);
     group.bench_function("raw_sql", |b| {
         b.to_async(rt).iter(|| async {

@@ -32,6 +32,8 @@ use tokio::runtime::Runtime;
 
 struct Peers {
     annals: Repository<BankAccount, PgEventStore>,
+    /// The same with the aggregate cache on (a hot command skips its load).
+    annals_cached: Repository<BankAccount, PgEventStore>,
     annals_plain: Repository<BankAccount, PgEventStore>,
     cqrs: PostgresCqrs<CqAccount>,
     pool: PgPool,
@@ -55,8 +57,11 @@ async fn setup() -> Peers {
     let options = PgConnectOptions::from_str(&url)
         .expect("url")
         .database("annals_peers");
+    // One pool for every framework, without sqlx's ping before each statement (as
+    // annals' PgEventStore::connect builds its pool; the peers gain as much from it).
     let pool = PgPoolOptions::new()
         .max_connections(24)
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .expect("pool");
@@ -71,6 +76,7 @@ async fn setup() -> Peers {
         .expect("esrs tables");
     Peers {
         annals: Repository::new(store.clone()),
+        annals_cached: Repository::new(store.clone()).with_cache(1_024),
         annals_plain: Repository::new(store)
             .with_options(RepositoryOptions::default().snapshot_every(None)),
         cqrs: postgres_cqrs(pool.clone(), vec![], ()),
@@ -116,8 +122,9 @@ async fn fresh(p: &'static Peers, which: &'static str, tasks: u64, n: u64, run: 
                 for i in 0..n {
                     let id = format!("f-{run}-{t}-{i}");
                     match which {
+                        // A creating command: `create` appends without reading first.
                         "annals" => {
-                            drop(p.annals.execute(&id, annals_open()).await.expect("annals"))
+                            drop(p.annals.create(&id, annals_open()).await.expect("annals"))
                         }
                         "cqrs-es" => p.cqrs.execute(&id, open()).await.expect("cqrs-es"),
                         _ => esrs_command(p, uuid::Uuid::new_v4(), open()).await,
@@ -213,6 +220,14 @@ fn bench(c: &mut Criterion, rt: &Runtime, p: &'static Peers) -> (uuid::Uuid, uui
                 .expect("annals")
         })
     });
+    g.bench_function("annals_cached", |b| {
+        b.to_async(rt).iter(|| async {
+            p.annals_cached
+                .execute("hot", AccountCommand::Deposit { amount: 1 })
+                .await
+                .expect("annals")
+        })
+    });
     g.bench_function("cqrs-es", |b| {
         b.to_async(rt).iter(|| async {
             p.cqrs
@@ -270,6 +285,52 @@ fn main() {
          (above 1: annals is faster)",
         &rt.block_on(interleaved(peers, es_hot, es_big)),
     );
+    rt.block_on(server_time(peers));
+}
+
+/// CPU time used so far by every PostgreSQL process on this machine (the server is
+/// local): user plus system time from /proc, in clock ticks of 10 ms.
+fn server_cpu() -> Duration {
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ... utime(14) stime(15), counted after the comm.
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        if !comm.ends_with("(postgres") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks += field(11) + field(12);
+    }
+    Duration::from_millis(ticks * 10)
+}
+
+/// Where the fresh-command limit is on this machine: the server's CPU time per command
+/// (annals and each peer, 8 tasks, 2,000 commands each). With 2 cores shared by the server
+/// and the bench, commands per second cannot pass about 2 s / (server + client time).
+async fn server_time(p: &'static Peers) {
+    println!("\nserver CPU time per fresh command, 8 tasks (from /proc, 10 ms ticks)");
+    let run = AtomicU64::new(1 << 50);
+    for which in ["annals", "cqrs-es", "esrs"] {
+        let before = server_cpu();
+        let wall = fresh(p, which, 8, 250, run.fetch_add(1, Ordering::SeqCst)).await;
+        let used = server_cpu().saturating_sub(before);
+        println!(
+            "{which:<8} {:>6.0} µs server CPU per command, {:>6.0} commands/s",
+            used.as_secs_f64() * 1e6 / 2_000.0,
+            2_000.0 / wall.as_secs_f64()
+        );
+    }
 }
 
 /// The command workloads again, annals and one peer at a time in alternating blocks (see
@@ -313,23 +374,39 @@ async fn interleaved(
     for _ in 0..100 {
         annals_hot().await;
     }
-    results.push((
-        "hot command vs cqrs-es",
-        interleave(20, 5, annals_hot, || async move {
-            p.cqrs
-                .execute("hot", Cmd::Deposit { amount: 1 })
-                .await
-                .expect("cqrs");
-        })
-        .await,
-    ));
-    results.push((
-        "hot command vs esrs",
-        interleave(20, 5, annals_hot, || {
-            esrs_command(p, es_hot, Cmd::Deposit { amount: 1 })
-        })
-        .await,
-    ));
+    // Uncached, then with the aggregate cache (the hot command is one append, and a
+    // snapshot every 25).
+    for (labels, annals) in [
+        (["hot command vs cqrs-es", "hot command vs esrs"], &p.annals),
+        (
+            [
+                "hot command, cached, vs cqrs-es",
+                "hot command, cached, vs esrs",
+            ],
+            &p.annals_cached,
+        ),
+    ] {
+        let ours = || async move {
+            drop(annals.execute("hot", deposit()).await.expect("annals"));
+        };
+        results.push((
+            labels[0],
+            interleave(20, 5, ours, || async move {
+                p.cqrs
+                    .execute("hot", Cmd::Deposit { amount: 1 })
+                    .await
+                    .expect("cqrs");
+            })
+            .await,
+        ));
+        results.push((
+            labels[1],
+            interleave(20, 5, ours, || {
+                esrs_command(p, es_hot, Cmd::Deposit { amount: 1 })
+            })
+            .await,
+        ));
+    }
     let annals_load = || async move {
         drop(p.annals_plain.load("big").await.expect("annals"));
     };
