@@ -14,7 +14,9 @@ use std::{
 
 use annals_core::{AppendResult, Error, EventStore, ExpectedVersion, NewEvent, StreamAppend};
 use annals_store_postgres::{OutcomeUnknown, PgEventStore, PgStoreOptions};
-use common::{event, proxy::Proxy, TestDatabases};
+use common::{
+    backend_where, event, install_slow_commits, proxy::Proxy, slow_commits, TestDatabases,
+};
 use sqlx::{postgres::PgPoolOptions, Connection, Executor, PgConnection};
 use uuid::Uuid;
 
@@ -512,22 +514,11 @@ async fn a_group_killed_mid_commit_writes_each_append_once() {
         .await
         .expect("admin");
     // The group waits on the held id: find its backend and kill it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let pid: i32 = loop {
-        let pid: Option<i32> = sqlx::query_scalar(
-            "SELECT pid FROM pg_stat_activity
-             WHERE datname = current_database() AND query LIKE '%append_group%'
-               AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
-        )
-        .fetch_optional(&mut admin)
-        .await
-        .expect("pg_stat_activity");
-        if let Some(pid) = pid {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "the group never blocked");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let pid = backend_where(
+        &mut admin,
+        "query LIKE '%append_group%' AND wait_event_type = 'Lock'",
+    )
+    .await;
     sqlx::query("SELECT pg_terminate_backend($1)")
         .bind(pid)
         .execute(&mut admin)
@@ -561,8 +552,21 @@ async fn a_group_killed_mid_commit_writes_each_append_once() {
     for task in tasks {
         answers.push(task.await.expect("join"));
     }
-    // Retried one by one, the appends are no longer one commit: check each.
-    for (append, answer) in appends.iter().zip(&answers) {
+    answered_once(&store, &appends, &answers).await;
+    let _ = admin.close().await;
+    dbs.drop_all().await;
+}
+
+/// Checks answers of `group_requests` retried one by one after their group failed: every
+/// answer is its own (the refusal refused), every written append stored once where its
+/// answer says. The chain's second append may now run before the first: a serial order in
+/// which it conflicts is as valid as the group's.
+async fn answered_once(
+    store: &PgEventStore,
+    appends: &[StreamAppend],
+    answers: &[Result<AppendResult, Error>],
+) {
+    for (append, answer) in appends.iter().zip(answers) {
         match answer {
             Err(Error::Conflict { actual: 0, .. })
                 if append.stream_id.ends_with("-refused")
@@ -574,7 +578,7 @@ async fn a_group_killed_mid_commit_writes_each_append_once() {
                         "SELECT stream_id, stream_version FROM annals.events WHERE event_id = $1",
                     )
                     .bind(e.event_id)
-                    .fetch_all(&mut admin)
+                    .fetch_all(store.pool())
                     .await
                     .expect("look up");
                     assert_eq!(
@@ -586,13 +590,49 @@ async fn a_group_killed_mid_commit_writes_each_append_once() {
             other => panic!("{}: {other:?}", append.stream_id),
         }
     }
-    // Retried one by one, the second append to the chain may now run before the first: a
-    // serial order in which it conflicts is as valid as the group's.
     match &answers[1] {
         Ok(result) => assert_eq!(result.version(), 3),
         Err(Error::Conflict { actual: 0, .. }) => {}
         other => panic!("the chain's second append: {other:?}"),
     }
+}
+
+/// The server process running a group is terminated while it commits (a deferred trigger
+/// holds the COMMIT open): nothing of the group is stored, and every caller's append is
+/// then written once on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_killed_during_its_commit_writes_each_append_once() {
+    let dbs = TestDatabases::default();
+    let store = dbs
+        .store_with(PgStoreOptions::new().notify(false).group_commit(true))
+        .await;
+    store
+        .append_to_stream("warm", ExpectedVersion::Any, vec![event(0)])
+        .await
+        .expect("warm");
+    install_slow_commits(&store, true).await;
+    let appends = group_requests("dying");
+    let tasks = append_all(&store, &appends).await;
+    let mut admin = PgConnection::connect_with(&store.pool().connect_options())
+        .await
+        .expect("admin");
+    let pid = backend_where(
+        &mut admin,
+        "wait_event = 'PgSleep' AND query LIKE '%append_group%'",
+    )
+    .await;
+    // Commits are quick again for the retries; then the dying commit is killed.
+    slow_commits(&store, false).await;
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&mut admin)
+        .await
+        .expect("terminate");
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("join"));
+    }
+    answered_once(&store, &appends, &answers).await;
     let _ = admin.close().await;
     dbs.drop_all().await;
 }

@@ -10,10 +10,12 @@ use annals_core::{
     AppendResult, Error, EventStore, ExpectedVersion, NewEvent, ReadStream, StreamAppend,
 };
 use annals_store_postgres::{PgEventStore, PgStoreOptions};
-use common::{event, proxy::Proxy, TestDatabases};
+use common::{
+    backend_where, event, install_slow_commits, proxy::Proxy, slow_commits, TestDatabases,
+};
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
-    Connection, Executor, PgConnection,
+    Connection, PgConnection,
 };
 
 /// The shapes of append a retry must recognise: one event (the scalar statement), several
@@ -200,62 +202,20 @@ async fn a_retry_after_the_server_died_mid_commit_writes_once() {
     let dbs = TestDatabases::default();
     let store = dbs.store().await;
     seed(&store).await;
-    // While public.slow_commit says so, a COMMIT that inserted events is held open (a
-    // deferred trigger sleeps): the first attempt's. It is switched off before the kill,
-    // so the store's own retry commits at once.
-    for ddl in [
-        "CREATE TABLE public.slow_commit (slow boolean NOT NULL)",
-        "INSERT INTO public.slow_commit VALUES (false)",
-        "CREATE FUNCTION public.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF (SELECT slow FROM public.slow_commit) THEN
-                 PERFORM pg_sleep(30);
-             END IF;
-             RETURN NULL;
-         END $$",
-        "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON annals.events
-         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.slow_commit()",
-    ] {
-        store.pool().execute(ddl).await.expect("test trigger");
-    }
-    let slow_commits = |on: bool| {
-        let pool = store.pool().clone();
-        async move {
-            sqlx::query("UPDATE public.slow_commit SET slow = $1")
-                .bind(on)
-                .execute(&pool)
-                .await
-                .expect("switch slow commits");
-        }
-    };
+    // Only the first attempt's COMMIT is held open: slow commits are switched off before
+    // the kill, so the store's own retry commits at once.
+    install_slow_commits(&store, false).await;
     let mut admin = PgConnection::connect_with(&store.pool().connect_options())
         .await
         .expect("admin");
     for (shape, appends) in shapes() {
-        slow_commits(true).await;
+        slow_commits(&store, true).await;
         let append = {
             let (store, appends) = (store.clone(), appends.clone());
             tokio::spawn(async move { store.append(appends).await })
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let pid: i32 = loop {
-            let pid: Option<i32> = sqlx::query_scalar(
-                "SELECT pid FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event = 'PgSleep'",
-            )
-            .fetch_optional(&mut admin)
-            .await
-            .expect("pg_stat_activity");
-            if let Some(pid) = pid {
-                break pid;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{shape}: the commit never started"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        slow_commits(false).await;
+        let pid = backend_where(&mut admin, "wait_event = 'PgSleep'").await;
+        slow_commits(&store, false).await;
         sqlx::query("SELECT pg_terminate_backend($1)")
             .bind(pid)
             .execute(&mut admin)

@@ -11,8 +11,9 @@
 //! The checks are grouped by concept: expected versions and atomicity (`versions`),
 //! reads of streams and of the global log (`reads`), what storage keeps and refuses
 //! (`envelope`), idempotent appends (`idempotency`), snapshots (`snapshots`), commands
-//! with ids through a repository (`commands`), time travel (`time_travel`), and
-//! concurrent writers of every kind against a tailing reader (`torture`).
+//! with ids through a repository (`commands`), cached repositories (`cache`), time travel
+//! (`time_travel`), and concurrent writers of every kind against a tailing reader
+//! (`torture`).
 
 use std::{
     future::Future,
@@ -23,6 +24,7 @@ use uuid::Uuid;
 
 use crate::{AppendResult, Encoding, Error, EventStore, NewEvent, Position, SnapshotStore};
 
+mod cache;
 mod commands;
 mod envelope;
 mod idempotency;
@@ -32,6 +34,7 @@ mod time_travel;
 mod torture;
 mod versions;
 
+pub use cache::cached_repositories_lose_no_update;
 pub use commands::commands_with_ids_apply_once;
 pub use envelope::{envelope_round_trip, invalid_input_writes_nothing, stream_id_limits};
 pub use idempotency::{idempotent_appends, repeats_that_are_not_the_same_append};
@@ -74,6 +77,7 @@ where
     snapshot_past_the_end_is_ignored(fresh_store().await).await;
     loads_to_fold_agree(fresh_store().await).await;
     commands_with_ids_apply_once(fresh_store().await).await;
+    cached_repositories_lose_no_update(fresh_store().await).await;
     time_travel(fresh_store().await).await;
     concurrent_appends_with_tailing_reader(fresh_store().await, 8, 40).await;
 }

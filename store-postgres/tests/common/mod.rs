@@ -93,3 +93,58 @@ impl TestDatabases {
         }
     }
 }
+
+/// While switched on, a COMMIT that inserted events into `store`'s database is held open
+/// for 30 s (a deferred constraint trigger sleeps, wait event `PgSleep`): how a test kills
+/// a server process in the middle of a commit.
+pub async fn install_slow_commits(store: &PgEventStore, on: bool) {
+    for ddl in [
+        "CREATE TABLE public.slow_commit (slow boolean NOT NULL)",
+        "INSERT INTO public.slow_commit VALUES (false)",
+        "CREATE FUNCTION public.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF (SELECT slow FROM public.slow_commit) THEN
+                 PERFORM pg_sleep(30);
+             END IF;
+             RETURN NULL;
+         END $$",
+        "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON annals.events
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.slow_commit()",
+    ] {
+        store.pool().execute(ddl).await.expect("test trigger");
+    }
+    slow_commits(store, on).await;
+}
+
+/// Switches the slow commits of [`install_slow_commits`] on or off.
+pub async fn slow_commits(store: &PgEventStore, on: bool) {
+    sqlx::query("UPDATE public.slow_commit SET slow = $1")
+        .bind(on)
+        .execute(store.pool())
+        .await
+        .expect("switch slow commits");
+}
+
+/// The pid of the one backend of this database that `condition` (SQL on
+/// pg_stat_activity) picks, waiting up to 10 s for it to appear.
+pub async fn backend_where(admin: &mut PgConnection, condition: &str) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let sql = format!(
+        "SELECT pid FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND {condition}"
+    );
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(&sql)
+            .fetch_optional(&mut *admin)
+            .await
+            .expect("pg_stat_activity");
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no backend where {condition}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

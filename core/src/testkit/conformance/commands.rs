@@ -12,13 +12,13 @@ use crate::{
     Repository, RepositoryOptions, SnapshotStore,
 };
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Wallet {
-    balance: u64,
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub(super) struct Wallet {
+    pub(super) balance: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum WalletEvent {
+pub(super) enum WalletEvent {
     #[serde(rename = "conformance-deposited")]
     Deposited { amount: u64 },
     #[serde(rename = "conformance-withdrawn")]
@@ -27,14 +27,14 @@ enum WalletEvent {
 impl DomainEvent for WalletEvent {}
 
 #[derive(Debug, Clone, Copy)]
-enum WalletCommand {
+pub(super) enum WalletCommand {
     Deposit(u64),
     Withdraw(u64),
 }
 
 #[derive(Debug, PartialEq, thiserror::Error)]
 #[error("insufficient funds")]
-struct InsufficientFunds;
+pub(super) struct InsufficientFunds;
 
 impl Aggregate for Wallet {
     const TYPE: &'static str = "conformance_wallet";
