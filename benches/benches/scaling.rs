@@ -98,6 +98,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
+    // ANNALS_BENCH_GROUP_ABOVE sets PgStoreOptions::group_commit_above (default: its
+    // default, 8; 0 groups every append).
+    let group_above: usize = std::env::var("ANNALS_BENCH_GROUP_ABOVE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let (wide, store, grouped) = rt.block_on(async {
         let pool = bench_pool().await;
         raw_tables(&pool).await;
@@ -113,6 +119,7 @@ fn main() {
             PgStoreOptions::new()
                 .schema("grouped")
                 .group_commit(true)
+                .group_commit_above(group_above)
                 .group_committers(committers),
         )
         .expect("schema name");
@@ -148,7 +155,7 @@ fn main() {
     // Group commit (PgStoreOptions::group_commit): annals' writers share commits; the
     // baseline's INSERTs come from 8 and from 64 connections (Postgres groups their WAL
     // flushes on its own: that is what group commit has to beat).
-    for (writers, raw_writers) in [(8, 8), (64, 8), (64, 64)] {
+    for (writers, raw_writers) in [(8, 8), (16, 16), (32, 32), (64, 8), (64, 64)] {
         let results = rt.block_on(interleave(
             rounds,
             1,

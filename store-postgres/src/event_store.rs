@@ -1,4 +1,7 @@
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
 
 use annals_core::{
     AppendResult, EventStore, Position, ReadAll, ReadStream, RecordedEvent, Result, StreamAppend,
@@ -6,6 +9,26 @@ use annals_core::{
 use chrono::{DateTime, Utc};
 
 use crate::{append::On, listen::nap, PgEventStore};
+
+/// Counts an append in flight while it lives.
+struct Appending<'a> {
+    counter: &'a AtomicUsize,
+    /// How many were in flight when this one entered, itself included.
+    count: usize,
+}
+
+impl<'a> Appending<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        let count = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        Self { counter, count }
+    }
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// The first re-check after a wake-up that found the new events held back.
 const HELD_BACK_RECHECK: Duration = Duration::from_millis(5);
@@ -18,9 +41,11 @@ impl EventStore for PgEventStore {
     )]
     async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendResult> {
         let started = Instant::now();
-        // One stream's events may share a commit with other callers'; several streams, or
-        // none, take the ordinary path.
-        let group = self.inner.options.group_commit;
+        // One stream's events may share a commit with other callers' when enough appends
+        // are in flight; several streams, or none, take the ordinary path.
+        let appending = Appending::enter(&self.inner.appending);
+        let group =
+            self.inner.options.group_commit && appending.count > self.inner.options.group_above;
         let appended = match <[StreamAppend; 1]>::try_from(appends) {
             Ok([append]) if group && !append.events.is_empty() => self.append_grouped(append).await,
             // Idempotent by event ids: after a lost connection, the retry returns the

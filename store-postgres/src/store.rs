@@ -27,6 +27,7 @@ pub struct PgStoreOptions {
     pub(crate) notify: bool,
     pub(crate) group_commit: bool,
     pub(crate) group_committers: usize,
+    pub(crate) group_above: usize,
     pub(crate) poll_interval: Duration,
     max_connections: u32,
     tls: Tls,
@@ -39,6 +40,7 @@ impl Default for PgStoreOptions {
             notify: true,
             group_commit: false,
             group_committers: 1,
+            group_above: 8,
             poll_interval: Duration::from_millis(500),
             max_connections: 16,
             tls: Tls::default(),
@@ -88,14 +90,29 @@ impl PgStoreOptions {
     /// with the connection error where it cannot have. Appends to several streams, and
     /// [`append_in`](PgEventStore::append_in), run as without it.
     ///
-    /// It pays off when many tasks append at once: measured on a 2-core machine with a
-    /// local server, 64 tasks appending one event each ran 2.1-2.3 times as fast as plain
-    /// INSERTs from 8 or 64 connections (and 2.5 times annals without it), but 8 tasks ran
-    /// slower than without it (one group commits at a time, where 8 connections keep both
-    /// cores busy). So it is off by default: turn it on for many concurrent writers.
+    /// It pays off when many tasks append at once, and only then: one group commits at a
+    /// time, where a few connections of their own keep every core busy. So appends are
+    /// grouped only while more than [`group_commit_above`](Self::group_commit_above) of
+    /// them are in flight in this process; the others take the ordinary path, alongside
+    /// the group. Measured on a 2-core machine with a local server (BENCHMARKS.md), 64
+    /// tasks appending one event each ran 3.3 times as fast as plain INSERTs from 8
+    /// connections and 2.35 times as fast as from 64 (annals without it: 0.8); 16 tasks
+    /// 0.95, 8 tasks as without it. Off by default.
     #[must_use]
     pub fn group_commit(mut self, on: bool) -> Self {
         self.group_commit = on;
+        self
+    }
+
+    /// With [`group_commit`](Self::group_commit) on, group appends only while more than
+    /// `n` appends (of any shape, through this store and its clones) are in flight
+    /// (default 8; 0: always). Grouping every append was slower than this mix at every
+    /// concurrency measured (64 tasks: 2.2x plain INSERTs against 3.3x). Where the
+    /// ordinary path is faster than one group at a time depends on the machine: measure
+    /// (`cargo bench -p annals-benches --bench scaling`).
+    #[must_use]
+    pub fn group_commit_above(mut self, n: usize) -> Self {
+        self.group_above = n;
         self
     }
 
@@ -247,6 +264,8 @@ pub(crate) struct Inner {
     pub(crate) wakeups: Wakeups,
     /// The group committer, started by the first grouped append.
     pub(crate) group: OnceLock<GroupCommit>,
+    /// Appends in flight through this store and its clones (for `group_commit_above`).
+    pub(crate) appending: std::sync::atomic::AtomicUsize,
 }
 
 impl PgEventStore {
@@ -278,6 +297,7 @@ impl PgEventStore {
                 options,
                 quoted_schema,
                 group: OnceLock::new(),
+                appending: std::sync::atomic::AtomicUsize::new(0),
             }),
             pool,
         }

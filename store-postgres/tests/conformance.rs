@@ -15,6 +15,13 @@ async fn postgres_store_passes_the_conformance_suite() {
     let dbs = TestDatabases::default();
     conformance::run(|| dbs.store()).await;
     dbs.drop_all().await;
-    conformance::run(|| dbs.store_with(PgStoreOptions::new().group_commit(true))).await;
+    conformance::run(|| {
+        dbs.store_with(
+            PgStoreOptions::new()
+                .group_commit(true)
+                .group_commit_above(0),
+        )
+    })
+    .await;
     dbs.drop_all().await;
 }

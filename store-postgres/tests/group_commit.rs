@@ -54,7 +54,12 @@ async fn concurrent_grouped_appends_match_a_serial_order() {
         .unwrap_or(3);
     let dbs = TestDatabases::default();
     let store = dbs
-        .store_with(PgStoreOptions::new().group_commit(true).notify(false))
+        .store_with(
+            PgStoreOptions::new()
+                .group_commit(true)
+                .group_commit_above(0)
+                .notify(false),
+        )
         .await;
     for round in 0..rounds {
         let calls = run_round(&store, round).await;
@@ -278,6 +283,68 @@ async fn check_serial(store: &PgEventStore, round: u64, calls: &[Call]) {
     }
 }
 
+/// Below the threshold appends take the ordinary path (each its own commit); above it they
+/// share commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_are_grouped_only_above_the_threshold() {
+    let dbs = TestDatabases::default();
+    for (above, tasks, grouped) in [(16, 4, false), (2, 24, true)] {
+        let store = dbs
+            .store_with(
+                PgStoreOptions::new()
+                    .notify(false)
+                    .group_commit(true)
+                    .group_commit_above(above),
+            )
+            .await;
+        let mut handles = Vec::new();
+        for task in 0..tasks {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                let mut commits = Vec::new();
+                for n in 0..20 {
+                    let done = store
+                        .append_to_stream(
+                            &format!("t-{task}"),
+                            ExpectedVersion::Exact(n),
+                            vec![event(n)],
+                        )
+                        .await
+                        .expect("append");
+                    commits.push(done.position.commit());
+                }
+                commits
+            }));
+        }
+        let mut commits = Vec::new();
+        for handle in handles {
+            commits.extend(handle.await.expect("join"));
+        }
+        let distinct: std::collections::HashSet<u64> = commits.iter().copied().collect();
+        let shared = distinct.len() < commits.len();
+        assert_eq!(
+            shared,
+            grouped,
+            "above {above} with {tasks} tasks: {} appends in {} commits",
+            commits.len(),
+            distinct.len()
+        );
+        // Grouped ones came through append_group (group_request set), the others not.
+        let via_group: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM annals.events WHERE group_request IS NOT NULL",
+        )
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+        assert_eq!(
+            via_group > 0,
+            grouped,
+            "above {above}: {via_group} grouped events"
+        );
+    }
+    dbs.drop_all().await;
+}
+
 /// Blocks the committer: an open transaction holds an event id, so the group that inserts
 /// it waits on the unique index until the transaction ends.
 async fn hold_event_id(store: &PgEventStore, id: Uuid) -> PgConnection {
@@ -441,9 +508,14 @@ async fn grouped_through_proxy(direct: &PgEventStore, acquire: Duration) -> (Pro
         .connect_with(options.host("127.0.0.1").port(proxy.addr.port()))
         .await
         .expect("pool through the proxy");
-    let store =
-        PgEventStore::with_options(pool, PgStoreOptions::new().notify(false).group_commit(true))
-            .expect("options");
+    let store = PgEventStore::with_options(
+        pool,
+        PgStoreOptions::new()
+            .notify(false)
+            .group_commit(true)
+            .group_commit_above(0),
+    )
+    .expect("options");
     store
         .append_to_stream("warm", ExpectedVersion::Any, vec![event(0)])
         .await
@@ -498,7 +570,12 @@ async fn a_group_whose_commit_reply_is_lost_answers_every_caller_once() {
 async fn a_group_killed_mid_commit_writes_each_append_once() {
     let dbs = TestDatabases::default();
     let store = dbs
-        .store_with(PgStoreOptions::new().notify(false).group_commit(true))
+        .store_with(
+            PgStoreOptions::new()
+                .notify(false)
+                .group_commit(true)
+                .group_commit_above(0),
+        )
         .await;
     store
         .append_to_stream("warm", ExpectedVersion::Any, vec![event(0)])
@@ -604,7 +681,12 @@ async fn answered_once(
 async fn a_group_killed_during_its_commit_writes_each_append_once() {
     let dbs = TestDatabases::default();
     let store = dbs
-        .store_with(PgStoreOptions::new().notify(false).group_commit(true))
+        .store_with(
+            PgStoreOptions::new()
+                .notify(false)
+                .group_commit(true)
+                .group_commit_above(0),
+        )
         .await;
     store
         .append_to_stream("warm", ExpectedVersion::Any, vec![event(0)])
