@@ -53,17 +53,21 @@ async fn concurrent_grouped_appends_match_a_serial_order() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
     let dbs = TestDatabases::default();
-    let store = dbs
-        .store_with(
-            PgStoreOptions::new()
-                .group_commit(true)
-                .group_commit_above(0)
-                .notify(false),
-        )
-        .await;
-    for round in 0..rounds {
-        let calls = run_round(&store, round).await;
-        check_serial(&store, round, &calls).await;
+    // Every append grouped; and grouped only above 8 in flight, so that grouped and
+    // ordinary appends race on the same streams.
+    for above in [0, 8] {
+        let store = dbs
+            .store_with(
+                PgStoreOptions::new()
+                    .group_commit(true)
+                    .group_commit_above(above)
+                    .notify(false),
+            )
+            .await;
+        for round in 0..rounds {
+            let calls = run_round(&store, round).await;
+            check_serial(&store, round, &calls).await;
+        }
     }
     dbs.drop_all().await;
 }
