@@ -349,6 +349,23 @@ async fn appends_are_grouped_only_above_the_threshold() {
     dbs.drop_all().await;
 }
 
+/// A store in a fresh database that groups every append, its committer started.
+async fn grouping_store(dbs: &TestDatabases) -> PgEventStore {
+    let store = dbs
+        .store_with(
+            PgStoreOptions::new()
+                .notify(false)
+                .group_commit(true)
+                .group_commit_above(0),
+        )
+        .await;
+    store
+        .append_to_stream("warm", ExpectedVersion::Any, vec![event(0)])
+        .await
+        .expect("warm");
+    store
+}
+
 /// Blocks the committer: an open transaction holds an event id, so the group that inserts
 /// it waits on the unique index until the transaction ends.
 async fn hold_event_id(store: &PgEventStore, id: Uuid) -> PgConnection {
@@ -573,18 +590,7 @@ async fn a_group_whose_commit_reply_is_lost_answers_every_caller_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_killed_mid_commit_writes_each_append_once() {
     let dbs = TestDatabases::default();
-    let store = dbs
-        .store_with(
-            PgStoreOptions::new()
-                .notify(false)
-                .group_commit(true)
-                .group_commit_above(0),
-        )
-        .await;
-    store
-        .append_to_stream("warm", ExpectedVersion::Any, vec![event(0)])
-        .await
-        .expect("warm");
+    let store = grouping_store(&dbs).await;
     let mut appends = group_requests("killed");
     let held = Uuid::now_v7();
     let last = appends.len() - 1;
@@ -684,18 +690,7 @@ async fn answered_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_killed_during_its_commit_writes_each_append_once() {
     let dbs = TestDatabases::default();
-    let store = dbs
-        .store_with(
-            PgStoreOptions::new()
-                .notify(false)
-                .group_commit(true)
-                .group_commit_above(0),
-        )
-        .await;
-    store
-        .append_to_stream("warm", ExpectedVersion::Any, vec![event(0)])
-        .await
-        .expect("warm");
+    let store = grouping_store(&dbs).await;
     install_slow_commits(&store, true).await;
     let appends = group_requests("dying");
     let tasks = append_all(&store, &appends).await;
