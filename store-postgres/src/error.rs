@@ -95,20 +95,22 @@ pub(crate) fn from_append(error: sqlx::Error, appends: &[StreamAppend]) -> Error
     mapped.unwrap_or_else(|| from_sqlx(error))
 }
 
-/// Whether `error` says the connection was lost (or handed out dead by the pool) rather
-/// than that the statement failed: the I/O broke, or the server ended the session (class 57,
-/// operator intervention: a terminated backend, a server shutting down).
+/// Whether the connection broke under a statement, rather than the statement failing: the
+/// I/O broke, or the server ended the session (class 57, operator intervention: a
+/// terminated backend, a server shutting down; class 08, connection exception).
+pub(crate) fn connection_broke(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("57") || code.starts_with("08")),
+        _ => false,
+    }
+}
+
+/// Whether `error` says the connection was lost (or handed out dead by the pool): see
+/// [`connection_broke`].
 pub(crate) fn lost_connection(error: &Error) -> bool {
-    let Error::Backend(cause) = error else {
-        return false;
-    };
-    cause.downcast_ref::<sqlx::Error>().is_some_and(|e| {
-        matches!(
-            e,
-            sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed
-        ) || e
-            .as_database_error()
-            .and_then(|d| d.code())
-            .is_some_and(|code| code.starts_with("57"))
-    })
+    matches!(error, Error::Backend(cause)
+        if cause.downcast_ref::<sqlx::Error>().is_some_and(connection_broke))
 }

@@ -88,26 +88,30 @@ impl EventStore for PgEventStore {
         stream_id: &str,
         event_id: uuid::Uuid,
     ) -> Result<Option<RecordedEvent>> {
-        self.event_row(stream_id, event_id).await
+        self.on_live_connection(|| self.event_row(stream_id, event_id))
+            .await
     }
 
     async fn held_back(&self) -> Result<u64> {
-        self.held_back_count().await
+        self.on_live_connection(|| self.held_back_count()).await
     }
 
     async fn position_at(&self, at: DateTime<Utc>) -> Result<Position> {
-        self.position_at_time(at).await
+        self.on_live_connection(|| self.position_at_time(at)).await
     }
 
     async fn recorded_at(&self, position: Position) -> Result<Option<DateTime<Utc>>> {
         if position == Position::START {
             return Ok(None);
         }
-        sqlx::query_scalar(&self.inner.sql.recorded_at)
-            .bind(i64::try_from(position.sequence()).unwrap_or(i64::MAX))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(crate::error::from_sqlx)
+        self.on_live_connection(|| async {
+            sqlx::query_scalar(&self.inner.sql.recorded_at)
+                .bind(i64::try_from(position.sequence()).unwrap_or(i64::MAX))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(crate::error::from_sqlx)
+        })
+        .await
     }
 
     async fn stream_version(&self, stream_id: &str) -> Result<u64> {

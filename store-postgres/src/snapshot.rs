@@ -130,13 +130,17 @@ impl PgEventStore {
         aggregate_type: &str,
         schema_version: u32,
     ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>)> {
-        let rows = sqlx::query(sql)
-            .bind(stream_id)
-            .bind(aggregate_type)
-            .bind(schema_version as i32)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
+        let rows = self
+            .on_live_connection(|| async {
+                sqlx::query(sql)
+                    .bind(stream_id)
+                    .bind(aggregate_type)
+                    .bind(schema_version as i32)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(from_sqlx)
+            })
+            .await?;
         let mut snapshot = None;
         let mut unusable_snapshot = false;
         let Some(first) = rows.first() else {
@@ -183,7 +187,9 @@ impl PgEventStore {
         }
         if unusable_snapshot {
             // The events after a snapshot we cannot use are not the whole stream.
-            events = self.read_stream_rows(stream_id, ReadStream::all()).await?;
+            events = self
+                .on_live_connection(|| self.read_stream_rows(stream_id, ReadStream::all()))
+                .await?;
         } else if !events.is_sorted_by_key(|e| e.stream_version) {
             // The query leaves the union unsorted; Postgres returns it in order in practice.
             events.sort_by_key(|e| e.stream_version);

@@ -6,9 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use annals_core::{Error, EventStore, ExpectedVersion, ReadStream, StreamAppend};
-use annals_store_postgres::PgEventStore;
-use common::{event, TestDatabases};
+use annals_core::{Error, EventStore, ExpectedVersion, ReadStream, SnapshotStore, StreamAppend};
+use annals_store_postgres::{PgEventStore, PgStoreOptions};
+use common::{event, kill_sessions, TestDatabases};
 use sqlx::{Connection, Executor, Row};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,20 +160,7 @@ async fn the_pool_recovers_when_every_connection_is_killed() {
     let mut admin = sqlx::PgConnection::connect(&common::database_url())
         .await
         .expect("admin");
-    let killed: i64 = sqlx::query_scalar(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-         WHERE datname = $1 AND pid <> pg_backend_pid()",
-    )
-    .bind(
-        store
-            .pool()
-            .connect_options()
-            .get_database()
-            .expect("database name"),
-    )
-    .fetch_one(&mut admin)
-    .await
-    .expect("terminate");
+    let killed = kill_sessions(&mut admin, &store).await;
     assert!(killed > 0, "no connection was killed");
     let done = store
         .append_to_stream("after", ExpectedVersion::NoStream, vec![event(9)])
@@ -189,14 +176,7 @@ async fn the_pool_recovers_when_every_connection_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_ping_dead_idle_connections_are_replaced_on_use() {
     let dbs = TestDatabases::default();
-    let options = dbs.create().await;
-    let name = options.get_database().expect("database name").to_owned();
-    let url = common::database_url();
-    let (base, _) = url.rsplit_once('/').expect("a database in DATABASE_URL");
-    let store = PgEventStore::connect(&format!("{base}/{name}"))
-        .await
-        .expect("connect");
-    store.migrate().await.expect("migrate");
+    let store = dbs.connected_store(PgStoreOptions::new()).await;
     // Several connections in the pool, all idle.
     let warm: Vec<_> = (0..6u64)
         .map(|i| {
@@ -212,17 +192,19 @@ async fn without_the_ping_dead_idle_connections_are_replaced_on_use() {
         task.await.expect("join").expect("warm the pool");
     }
     assert!(store.pool().num_idle() > 1, "the pool holds one connection");
-    let mut admin = sqlx::PgConnection::connect(&url).await.expect("admin");
-    let killed: i64 = sqlx::query_scalar(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-         WHERE datname = $1 AND pid <> pg_backend_pid()",
-    )
-    .bind(&name)
-    .fetch_one(&mut admin)
-    .await
-    .expect("terminate");
+    let mut admin = sqlx::PgConnection::connect(&common::database_url())
+        .await
+        .expect("admin");
+    let killed = kill_sessions(&mut admin, &store).await;
     assert!(killed > 1, "fewer than two connections were killed");
     let _ = admin.close().await;
+    // A load (the repository's read) first, then a plain read, then an append: each meets
+    // dead connections and runs again.
+    let (_, events) = store
+        .load_stream("w-1", "t", 1)
+        .await
+        .expect("a load after the kill");
+    assert_eq!(events.len(), 1);
     assert_eq!(
         store
             .stream_version("w-1")

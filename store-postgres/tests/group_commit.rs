@@ -15,7 +15,8 @@ use std::{
 use annals_core::{AppendResult, Error, EventStore, ExpectedVersion, NewEvent, StreamAppend};
 use annals_store_postgres::{OutcomeUnknown, PgEventStore, PgStoreOptions};
 use common::{
-    backend_where, event, install_slow_commits, proxy::Proxy, slow_commits, TestDatabases,
+    backend_where, event, install_slow_commits, kill_sessions, proxy::Proxy, slow_commits,
+    TestDatabases,
 };
 use sqlx::{postgres::PgPoolOptions, Connection, Executor, PgConnection};
 use uuid::Uuid;
@@ -714,6 +715,63 @@ async fn a_group_killed_during_its_commit_writes_each_append_once() {
         answers.push(task.await.expect("join"));
     }
     answered_once(&store, &appends, &answers).await;
+    let _ = admin.close().await;
+    dbs.drop_all().await;
+}
+
+/// A group dies in its commit together with every idle connection of a pool that does not
+/// ping (a server restart): the caller's retry goes through the dead connections to a live
+/// one and is answered, not told the outcome is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_group_is_answered_after_every_idle_connection_died() {
+    let dbs = TestDatabases::default();
+    let store = dbs
+        .connected_store(
+            PgStoreOptions::new()
+                .notify(false)
+                .group_commit(true)
+                .group_commit_above(0),
+        )
+        .await;
+    install_slow_commits(&store, false).await;
+    // Several idle connections.
+    let warm: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.head().await })
+        })
+        .collect();
+    for task in warm {
+        task.await.expect("join").expect("warm the pool");
+    }
+    slow_commits(&store, true).await;
+    let append = StreamAppend::new("restart", ExpectedVersion::NoStream, vec![event(1)]);
+    let task = {
+        let (store, append) = (store.clone(), append.clone());
+        tokio::spawn(async move { store.append(vec![append]).await })
+    };
+    let mut admin = PgConnection::connect_with(&store.pool().connect_options())
+        .await
+        .expect("admin");
+    backend_where(&mut admin, "wait_event = 'PgSleep'").await;
+    admin
+        .execute("UPDATE public.slow_commit SET slow = false")
+        .await
+        .expect("fast commits");
+    let idle = store.pool().num_idle();
+    assert!(idle >= 4, "only {idle} idle connections to kill");
+    assert!(kill_sessions(&mut admin, &store).await > 4);
+    let done = task
+        .await
+        .expect("join")
+        .expect("answered once a live connection was found");
+    assert_eq!(done.version(), 1);
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM annals.events WHERE stream_id = 'restart'")
+            .fetch_one(&mut admin)
+            .await
+            .expect("count");
+    assert_eq!(stored, 1);
     let _ = admin.close().await;
     dbs.drop_all().await;
 }

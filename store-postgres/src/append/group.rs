@@ -23,7 +23,7 @@ use super::{
     Appended, On,
 };
 use crate::{
-    error::{from_sqlx, lost_connection},
+    error::{connection_broke, from_sqlx, lost_connection},
     read::Xid8,
     PgEventStore,
 };
@@ -173,10 +173,15 @@ impl PgEventStore {
 
     /// The group this append was in may have committed before its connection was lost:
     /// append again (idempotent) until the store answers, or say the outcome is unknown.
+    /// Dead pooled connections are replaced at once (`on_live_connection`); a server that
+    /// cannot be reached is waited for a little.
     async fn append_after_unknown(&self, appends: &[StreamAppend]) -> Result<Appended> {
         let mut pauses = UNKNOWN_RETRIES.iter();
         loop {
-            match self.append_on(On::Pool(&self.pool), appends).await {
+            let outcome = self
+                .on_live_connection(|| self.append_on(On::Pool(&self.pool), appends))
+                .await;
+            match outcome {
                 Err(error) if lost_connection(&error) || pool_timed_out(&error) => {
                     let Some(pause) = pauses.next() else {
                         return Err(Error::backend(OutcomeUnknown {
@@ -201,15 +206,13 @@ pub struct OutcomeUnknown {
     cause: annals_core::BoxError,
 }
 
-/// Whether a failed statement may have been sent and its commit lost: the connection
-/// broke or the server shut it down (a FATAL, class 57, may come from a server going down
-/// around the commit), as opposed to an error in the statement (its transaction rolled
-/// back) or a pool that never handed out a connection.
+/// Whether a failed group may have committed: the connection broke under it (a FATAL may
+/// come from a server going down around the commit), or it failed in a way that says
+/// nothing either way; not a database error in the statement (its transaction rolled
+/// back) nor a pool that never handed out a connection.
 fn may_have_committed(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("57") || code.starts_with("08")),
+        sqlx::Error::Database(_) => connection_broke(error),
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Configuration(_)

@@ -82,6 +82,24 @@ impl TestDatabases {
         store
     }
 
+    /// A migrated store in a fresh database, built by [`PgEventStore::connect_with`] (its
+    /// own pool: no ping before each statement) with `options`.
+    pub async fn connected_store(&self, options: PgStoreOptions) -> PgEventStore {
+        let name = self
+            .create()
+            .await
+            .get_database()
+            .expect("database name")
+            .to_owned();
+        let url = database_url();
+        let (base, _) = url.rsplit_once('/').expect("a database in DATABASE_URL");
+        let store = PgEventStore::connect_with(&format!("{base}/{name}"), options)
+            .await
+            .expect("connect");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
     pub async fn drop_all(&self) {
         let names = std::mem::take(&mut *self.names.lock().expect("lock"));
         let mut admin = admin().await;
@@ -147,4 +165,22 @@ pub async fn backend_where(admin: &mut PgConnection, condition: &str) -> i32 {
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+}
+
+/// Terminates every session on `store`'s database but `admin`'s; returns how many.
+pub async fn kill_sessions(admin: &mut PgConnection, store: &PgEventStore) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(
+        store
+            .pool()
+            .connect_options()
+            .get_database()
+            .expect("database name"),
+    )
+    .fetch_one(admin)
+    .await
+    .expect("terminate")
 }
