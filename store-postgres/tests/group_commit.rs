@@ -776,6 +776,46 @@ async fn a_lost_group_is_answered_after_every_idle_connection_died() {
     dbs.drop_all().await;
 }
 
+/// One request the database refuses (a JSON string with \u0000, which jsonb cannot hold)
+/// fails its group's statement: it gets its own typed error, and every other request of
+/// the group is written once.
+#[tokio::test(flavor = "current_thread")]
+async fn a_bad_payload_in_a_group_fails_only_its_own_append() {
+    let dbs = TestDatabases::default();
+    let store = grouping_store(&dbs).await;
+    let mut appends = group_requests("bad");
+    let bad = NewEvent::new(
+        "t",
+        1,
+        annals_core::Encoding::Json,
+        br#"{"s":"a\u0000b"}"#.to_vec(),
+    );
+    appends.insert(
+        5,
+        StreamAppend::new("bad-payload", ExpectedVersion::Any, vec![bad]),
+    );
+    // On this single-threaded runtime every task queues before the committer runs.
+    let tasks = append_all(&store, &appends).await;
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("join"));
+    }
+    let refused = answers.remove(5);
+    assert!(
+        matches!(refused, Err(Error::InvalidInput(_))),
+        "the bad payload: {refused:?}"
+    );
+    appends.remove(5);
+    answered_once(&store, &appends, &answers).await;
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM annals.events WHERE stream_id = 'bad-payload'")
+            .fetch_one(store.pool())
+            .await
+            .expect("count");
+    assert_eq!(stored, 0);
+    dbs.drop_all().await;
+}
+
 /// A server that stays away: an append whose group may have committed says its outcome is
 /// unknown (typed), never success or a plain failure.
 #[tokio::test(flavor = "current_thread")]
