@@ -241,3 +241,67 @@ async fn sixteen_writers_of_every_append_kind_keep_every_stream_in_order() {
     println!("{report:?}");
     dbs.drop_all().await;
 }
+
+/// The load for folding has no ORDER BY (it relies on rows coming in insertion order): when
+/// the table's physical order is not version order (a row rewritten in place, read by a
+/// sequential scan), the loader still returns the events in version order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_to_fold_returns_version_order_whatever_the_physical_order() {
+    use annals_core::SnapshotStore;
+    let dbs = TestDatabases::default();
+    let setup = dbs.store().await;
+    setup
+        .append_to_stream(
+            "shuffled",
+            ExpectedVersion::NoStream,
+            vec![event(1), event(2), event(3)],
+        )
+        .await
+        .expect("append");
+    // Version 1's row moves to the end of the heap; new sessions scan the table in heap
+    // order.
+    setup
+        .pool()
+        .execute(
+            "UPDATE annals.events SET schema_version = schema_version
+             WHERE stream_id = 'shuffled' AND stream_version = 1",
+        )
+        .await
+        .expect("rewrite a row");
+    let database = setup
+        .pool()
+        .connect_options()
+        .get_database()
+        .expect("database name")
+        .to_owned();
+    setup
+        .pool()
+        .execute(
+            format!(
+                "ALTER DATABASE {database} SET enable_indexscan = off;
+                 ALTER DATABASE {database} SET enable_bitmapscan = off"
+            )
+            .as_str(),
+        )
+        .await
+        .expect("force sequential scans");
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(setup.pool().connect_options().as_ref().clone())
+        .await
+        .expect("a fresh session");
+    let store = PgEventStore::new(pool);
+    let physical: Vec<i64> =
+        sqlx::query_scalar("SELECT stream_version FROM annals.events WHERE stream_id = 'shuffled'")
+            .fetch_all(store.pool())
+            .await
+            .expect("heap order");
+    assert_eq!(physical, [2, 3, 1], "the heap order is not shuffled");
+    let (_, events) = store
+        .load_stream_to_fold("shuffled", "t", 1)
+        .await
+        .expect("load");
+    let versions: Vec<u64> = events.iter().map(|e| e.stream_version).collect();
+    assert_eq!(versions, [1, 2, 3]);
+    dbs.drop_all().await;
+}
