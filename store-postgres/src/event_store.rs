@@ -8,7 +8,7 @@ use annals_core::{
 };
 use chrono::{DateTime, Utc};
 
-use crate::{append::On, listen::nap, PgEventStore};
+use crate::{listen::nap, PgEventStore};
 
 /// Counts an append in flight while it lives.
 struct Appending<'a> {
@@ -50,14 +50,8 @@ impl EventStore for PgEventStore {
             Ok([append]) if group && !append.events.is_empty() => self.append_grouped(append).await,
             // Idempotent by event ids: after a lost connection, the retry returns the
             // original result if the lost attempt committed.
-            Ok(one) => {
-                self.on_live_connection(|| self.append_on(On::Pool(&self.pool), &one))
-                    .await
-            }
-            Err(appends) => {
-                self.on_live_connection(|| self.append_on(On::Pool(&self.pool), &appends))
-                    .await
-            }
+            Ok(one) => self.append_on_live_connection(&one).await,
+            Err(appends) => self.append_on_live_connection(&appends).await,
         };
         metrics::histogram!("annals_append_duration_seconds", "store" => "postgres")
             .record(started.elapsed().as_secs_f64());

@@ -10,10 +10,14 @@
 
 use std::future::Future;
 
-use annals_core::Result;
+use annals_core::{Result, StreamAppend};
 use tracing::debug;
 
-use crate::{error::lost_connection, PgEventStore};
+use crate::{
+    append::{Appended, On},
+    error::lost_connection,
+    PgEventStore,
+};
 
 impl PgEventStore {
     /// Runs `op`, and again while it fails on a lost connection, at most once per
@@ -34,5 +38,26 @@ impl PgEventStore {
                 outcome => return outcome,
             }
         }
+    }
+
+    /// Appends on the pool, again on another connection while one turns out lost. An
+    /// earlier attempt may have committed before its connection went (the retry then
+    /// finds the events stored and returns their original result): such an append counts
+    /// as written, so readers are woken for it.
+    pub(crate) async fn append_on_live_connection(
+        &self,
+        appends: &[StreamAppend],
+    ) -> Result<Appended> {
+        let mut attempts = 0u32;
+        let appended = self
+            .on_live_connection(|| {
+                attempts += 1;
+                self.append_on(On::Pool(&self.pool), appends)
+            })
+            .await?;
+        Ok(Appended {
+            wrote: appended.wrote || attempts > 1,
+            ..appended
+        })
     }
 }

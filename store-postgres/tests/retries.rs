@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use annals_core::{
-    AppendResult, Error, EventStore, ExpectedVersion, NewEvent, ReadStream, StreamAppend,
+    AppendResult, Error, EventStore, ExpectedVersion, NewEvent, Position, ReadStream, StreamAppend,
 };
 use annals_store_postgres::{PgEventStore, PgStoreOptions};
 use common::{
@@ -95,6 +95,11 @@ async fn a_retry_after_a_lost_commit_reply_returns_the_original_result() {
         .expect("resolve")
         .next()
         .expect("an address");
+    let reader = PgEventStore::with_options(
+        store.pool().clone(),
+        PgStoreOptions::new().poll_interval(Duration::from_secs(60)),
+    )
+    .expect("options");
     for (shape, appends) in shapes() {
         let proxy = Proxy::start(upstream).await;
         // No ping on acquire: its reply would be swallowed before the append is sent.
@@ -105,8 +110,9 @@ async fn a_retry_after_a_lost_commit_reply_returns_the_original_result() {
             .await
             .expect("pool through the proxy");
         // No NOTIFY: it would take the proxy's one connection from the append.
-        let through =
-            PgEventStore::with_options(pool, PgStoreOptions::new().notify(false)).expect("options");
+        // NOTIFY on: another process's reader is woken by it (sent by a background task
+        // after the append is answered, when replies flow again).
+        let through = PgEventStore::with_options(pool, PgStoreOptions::new()).expect("options");
         // Prepare the statements this shape uses while replies still arrive (the same
         // shape on other streams; refusals are fine), so that once replies are swallowed
         // the append goes straight to execution.
@@ -119,6 +125,23 @@ async fn a_retry_after_a_lost_commit_reply_returns_the_original_result() {
             .collect();
         let _ = through.append(warm).await;
         through.head().await.expect("warm the connection");
+        // The warm-up's NOTIFY, if any, goes out before replies are swallowed; then a reader
+        // in another process (its own store, polling only every minute) waits for the append.
+        // Its LISTEN connection is up first (connecting wakes waiters once, for what they
+        // may have missed), so only a NOTIFY can wake it before its timeout.
+        let _ = reader
+            .wait_for_events(Position::START, Duration::ZERO)
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // (The head once every committed event is visible, the warm-up's included.)
+        let head = annals_store_postgres::testkit::settled_head(&reader).await;
+        let waiter = {
+            let reader = reader.clone();
+            tokio::spawn(async move {
+                let woke = reader.wait_for_events(head, Duration::from_secs(5)).await;
+                (woke, Instant::now())
+            })
+        };
         // The pool checks a connection as it takes it back: let that finish first.
         while through.pool().num_idle() < 1 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -156,6 +179,20 @@ async fn a_retry_after_a_lost_commit_reply_returns_the_original_result() {
             .await
             .expect("join")
             .unwrap_or_else(|e| panic!("{shape}: the append was not run again: {e}"));
+        let answered_at = Instant::now();
+        // The lost attempt wrote the events and the store's retry found them stored: the
+        // store still NOTIFYs, and the reader wakes long before its next poll.
+        let (woke, at) = waiter.await.expect("join");
+        assert!(
+            woke.expect("wait"),
+            "{shape}: the reader never saw the append"
+        );
+        assert!(
+            at < answered_at + Duration::from_secs(2),
+            "{shape}: no NOTIFY for an append answered after a lost reply (the reader saw it \
+             only at its timeout, {:?} after the answer)",
+            at.saturating_duration_since(answered_at)
+        );
 
         // Retries by the caller are answered with the original result too.
         let retried = through.append(appends.clone()).await.expect("retry");

@@ -164,8 +164,7 @@ impl PgEventStore {
             Reply::Stored => self.repeated(&mut on, appends).await,
             Reply::Raced => self.raced(&on, appends).await,
             Reply::Stale | Reply::Failed { unknown: false } => {
-                self.on_live_connection(|| self.append_on(On::Pool(&self.pool), appends))
-                    .await
+                self.append_on_live_connection(appends).await
             }
             Reply::Failed { unknown: true } => self.append_after_unknown(appends).await,
         }
@@ -178,10 +177,7 @@ impl PgEventStore {
     async fn append_after_unknown(&self, appends: &[StreamAppend]) -> Result<Appended> {
         let mut pauses = UNKNOWN_RETRIES.iter();
         loop {
-            let outcome = self
-                .on_live_connection(|| self.append_on(On::Pool(&self.pool), appends))
-                .await;
-            match outcome {
+            match self.append_on_live_connection(appends).await {
                 Err(error) if lost_connection(&error) || pool_timed_out(&error) => {
                     let Some(pause) = pauses.next() else {
                         return Err(Error::backend(OutcomeUnknown {
@@ -191,7 +187,13 @@ impl PgEventStore {
                     debug!(%error, "retrying an append whose group commit was lost");
                     tokio::time::sleep(*pause).await;
                 }
-                outcome => return outcome,
+                // The lost group may have written it: readers are woken either way.
+                outcome => {
+                    return outcome.map(|appended| Appended {
+                        wrote: true,
+                        ..appended
+                    })
+                }
             }
         }
     }
