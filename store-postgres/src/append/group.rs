@@ -59,11 +59,14 @@ impl GroupCommit {
         let (queue, requests) = mpsc::unbounded_channel();
         let requests = Arc::new(Mutex::new(requests));
         let sql: Arc<str> = sql.into();
+        // Registered once, not looked up per group.
+        let sizes = metrics::histogram!("annals_group_commit_requests");
         for _ in 0..committers.max(1) {
             tokio::spawn(commit_groups(
                 pool.clone(),
                 Arc::clone(&sql),
                 Arc::clone(&requests),
+                sizes.clone(),
             ));
         }
         Self { queue }
@@ -236,6 +239,7 @@ async fn commit_groups(
     pool: PgPool,
     sql: Arc<str>,
     queue: Arc<Mutex<mpsc::UnboundedReceiver<Request>>>,
+    sizes: metrics::Histogram,
 ) {
     let mut group = Vec::new();
     loop {
@@ -259,7 +263,7 @@ async fn commit_groups(
             }
             events
         };
-        metrics::histogram!("annals_group_commit_requests").record(group.len() as f64);
+        sizes.record(group.len() as f64);
         let span = tracing::debug_span!(
             "annals.group_commit",
             requests = group.len(),
